@@ -1,0 +1,120 @@
+"""`emotune` command line: train, evaluate, models, demo. Errors print one clear line and exit non-zero."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import EmotuneError
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import make_config, train
+    from .train.config import _field_types
+
+    overrides = {k: getattr(args, k) for k in _field_types() if getattr(args, k, None) is not None}
+    cfg = make_config(overrides, args.config)
+    result = train(cfg)
+    best = ", ".join(f"{k} {v:.4f}" for k, v in result.best_metrics.items())
+    print(f"run: {result.run_dir}  epochs: {result.epochs_run}  best epoch: {result.best_epoch}  {best}")
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} bad image(s); see {result.run_dir / 'summary.json'}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_dataset, plot_confusion
+    from .io import atomic_write_json, atomic_write_text
+
+    report = evaluate_dataset(args.model, args.data, args.data_format, args.split, args.ferplus_mode,
+                              [s for s in (args.drop_labels or "").split(",") if s], args.drop_unknown_labels,
+                              args.batch_size, args.tta, args.on_bad, args.workers, args.device, not args.no_progress,
+                              args.max_samples)
+    text = json.dumps(report.to_dict(), indent=2) if args.format == "json" else report.to_markdown()
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        atomic_write_json(out / "eval.json", report.to_dict())
+        atomic_write_text(out / "eval.md", report.to_markdown())
+        plot_confusion(report.metrics, out / "confusion.png")
+        print(f"wrote {out / 'eval.json'}, {out / 'eval.md'}, {out / 'confusion.png'}", file=sys.stderr)
+    for s in report.skipped:
+        print(f"skipped {s['where']}: {s['problem']}", file=sys.stderr)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import get_model_config, list_models
+
+    print(f"{'name':<20}{'timm model':<26}{'hub weights':<34}{'size':>5}  licence")
+    for name in list_models():
+        c = get_model_config(name)
+        print(f"{name:<20}{c.timm_name:<26}{(c.hub_name or '-'):<34}{c.input_size:>5}  {c.license}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.shared), Path(args.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .train.config import add_arguments
+
+    p = argparse.ArgumentParser(prog="emotune", description="Visual emotion recognition by transfer learning.")
+    p.add_argument("--version", action="version", version=f"emotune {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="fine-tune a backbone on an emotion dataset",
+                       description="Fine-tune an ImageNet backbone. Options come from --config YAML, overridden by flags.")
+    t.add_argument("--config", help="YAML file of training options (keys as the flags, with underscores)")
+    add_arguments(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="score a trained model on a labelled dataset",
+                       description="Accuracy, balanced accuracy, macro-F1, per-class report and confusion matrix.")
+    e.add_argument("--model", required=True, help="run folder, model card .json or .safetensors")
+    e.add_argument("--data", required=True, help="class-folder root, manifest CSV, fer2013.csv or FER+ split folder")
+    e.add_argument("--data-format", default="auto", choices=["auto", "folder", "manifest", "fer2013csv", "ferplus"], help="dataset format (default: auto)")
+    e.add_argument("--split", help="manifest split value or FER2013 Usage (train/val/test)")
+    e.add_argument("--ferplus-mode", default="majority", choices=["majority", "probability", "multi_target"], help="FER+ label mode")
+    e.add_argument("--drop-labels", help="comma list of data labels to leave out (e.g. contempt for a basic7 model)")
+    e.add_argument("--drop-unknown-labels", action="store_true", help="leave out every image whose label the model lacks")
+    e.add_argument("--format", default="md", choices=["md", "json"], help="report printed on stdout (default: md)")
+    e.add_argument("--out", help="folder for eval.json, eval.md and confusion.png")
+    e.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    e.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    e.add_argument("--max-samples", type=int, default=0, help="evaluate a stratified subset of this many images (0 = all)")
+    e.add_argument("--on-bad", default="skip", choices=["skip", "fail"], help="skip bad images (reported) or fail")
+    e.add_argument("--workers", type=int, default=0, help="data-loader workers (default: 0)")
+    e.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.set_defaults(func=cmd_evaluate)
+
+    m = sub.add_parser("models", help="list the registered backbones")
+    m.set_defaults(func=cmd_models)
+
+    d = sub.add_parser("demo", help="a short end-to-end run on bundled/shared example data")
+    d.add_argument("--shared", default="../shared", help="folder with data/ and weights/ (default: ../shared)")
+    d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except EmotuneError as exc:
+        print(f"emotune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("emotune: interrupted; a training run resumes with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Metrics and reports: accuracy, balanced accuracy, macro-F1, per-class report, confusion matrix.
+
+One code path scores validation during training and `emotune evaluate` afterwards, so the numbers agree.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .io import atomic_write
+from .progress import progress as progress_bar
+
+
+@dataclass
+class ClassReport:
+    label: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass
+class Metrics:
+    accuracy: float
+    balanced_accuracy: float
+    macro_f1: float
+    n: int
+    labels: list[str]
+    per_class: list[ClassReport]
+    confusion: list[list[int]]  # rows = true label, columns = predicted label
+    loss: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float]:
+        out = {"accuracy": self.accuracy, "balanced_accuracy": self.balanced_accuracy, "macro_f1": self.macro_f1, "n": self.n}
+        if self.loss is not None:
+            out["loss"] = self.loss
+        return out
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_markdown(self, title: str = "Evaluation") -> str:
+        lines = [f"# {title}", "", "| metric | value |", "|---|---|",
+                 f"| images | {self.n} |", f"| accuracy | {self.accuracy:.4f} |",
+                 f"| balanced accuracy | {self.balanced_accuracy:.4f} |", f"| macro-F1 | {self.macro_f1:.4f} |"]
+        if self.loss is not None:
+            lines.append(f"| loss | {self.loss:.4f} |")
+        for k, v in self.extra.items():
+            lines.append(f"| {k} | {v} |")
+        lines += ["", "## Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        lines += [f"| {c.label} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.support} |" for c in self.per_class]
+        lines += ["", "## Confusion matrix (rows: true, columns: predicted)", "",
+                  "| true \\ pred | " + " | ".join(self.labels) + " |", "|---" * (len(self.labels) + 1) + "|"]
+        lines += [f"| {self.labels[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(self.confusion)]
+        return "\n".join(lines) + "\n"
+
+
+def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str], loss: float | None = None) -> Metrics:
+    """Scores over the model's label list; classes absent from `y_true` get support 0 and are left out of averages."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    idx = list(range(len(labels)))
+    present = sorted(set(y_true.tolist()))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=idx, zero_division=0)
+    return Metrics(
+        accuracy=float((y_true == y_pred).mean()) if len(y_true) else 0.0,
+        balanced_accuracy=float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        macro_f1=float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)) if len(y_true) else 0.0,
+        n=int(len(y_true)),
+        labels=list(labels),
+        per_class=[ClassReport(labels[i], float(p[i]), float(r[i]), float(f[i]), int(s[i])) for i in idx],
+        confusion=confusion_matrix(y_true, y_pred, labels=idx).tolist(),
+        loss=loss,
+    )
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, loader: DataLoader, device: torch.device, tta: bool = False,
+                  progress: bool = False, desc: str = "evaluating") -> tuple[np.ndarray, np.ndarray, float]:
+    """Softmax probabilities, integer targets and mean cross-entropy over a loader (flip TTA optional)."""
+    model.eval()
+    probs, targets, loss_sum, n = [], [], 0.0, 0
+    for x, y in progress_bar(loader, progress, desc=desc):
+        x = x.to(device, non_blocking=True)
+        logits = model(x)
+        if tta:
+            logits = (logits + model(torch.flip(x, dims=[3]))) / 2
+        logits = logits.float().cpu()
+        y_idx = y.argmax(1) if y.ndim == 2 else y
+        loss_sum += float(nn.functional.cross_entropy(logits, y if y.ndim == 2 else y_idx, reduction="sum"))
+        n += len(x)
+        probs.append(torch.softmax(logits, 1).numpy())
+        targets.append(y_idx.numpy())
+    return np.concatenate(probs), np.concatenate(targets), loss_sum / max(n, 1)
+
+
+def plot_confusion(metrics: Metrics, path: str | Path, normalize: bool = True, title: str = "") -> Path:
+    """Confusion-matrix PNG (row-normalised: each row shows recall per true class)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(metrics.confusion, dtype=float)
+    shown = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
+    k = len(metrics.labels)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * k, 0.8 + 0.75 * k), dpi=120)
+    ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    for i in range(k):
+        for j in range(k):
+            txt = f"{shown[i, j]:.2f}\n({int(cm[i, j])})" if normalize else f"{int(cm[i, j])}"
+            ax.text(j, i, txt, ha="center", va="center", fontsize=7, color="white" if shown[i, j] > 0.5 * shown.max() else "black")
+    ax.set_xticks(range(k), metrics.labels, rotation=45, ha="right")
+    ax.set_yticks(range(k), metrics.labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"acc {metrics.accuracy:.3f}  bal-acc {metrics.balanced_accuracy:.3f}  macro-F1 {metrics.macro_f1:.3f}", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+    return path
+
+
+@dataclass
+class EvalReport:
+    model: str
+    data: str
+    metrics: Metrics
+    skipped: list[dict] = field(default_factory=list)
+    dropped_labels: dict[str, int] = field(default_factory=dict)
+    tta: bool = False
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "data": self.data, "tta": self.tta, **self.metrics.summary(),
+                "per_class": [asdict(c) for c in self.metrics.per_class], "labels": self.metrics.labels,
+                "confusion": self.metrics.confusion, "skipped": self.skipped, "dropped_labels": self.dropped_labels}
+
+    def to_markdown(self) -> str:
+        md = self.metrics.to_markdown(f"Evaluation of {self.model}")
+        md += f"\nData: `{self.data}`; flip TTA: {self.tta}; skipped bad images: {len(self.skipped)}"
+        if self.dropped_labels:
+            md += f"; dropped (labels the model lacks): {self.dropped_labels}"
+        return md + "\n"
+
+
+def evaluate_dataset(model_path: str | Path, data: str | Path, data_format: str = "auto", split: str | None = None,
+                     ferplus_mode: str = "majority", drop_labels: Sequence[str] = (), drop_unknown_labels: bool = False,
+                     batch_size: int = 128, tta: bool = False, on_bad: str = "skip", workers: int = 0,
+                     device: str = "auto", progress: bool = True, max_samples: int = 0) -> EvalReport:
+    """Score a saved model on a labelled dataset, mapping label names; labels the model lacks are refused
+    unless dropped explicitly (`drop_labels`, or all of them with `drop_unknown_labels`)."""
+    from collections import Counter
+
+    from .data import EmotionDataset, eval_transform, filter_labels, load_samples, prepare_samples
+    from .data.splits import stratified_subset
+    from .models import load_checkpoint
+    from .train.engine import pick_device
+
+    dev = pick_device(device)
+    model, card = load_checkpoint(model_path)
+    model.to(dev)
+    samples = load_samples(data, data_format, split=split, ferplus_mode=ferplus_mode)
+    unknown = Counter(s.label for s in samples if s.label not in card.labels)
+    drop = set(drop_labels) | (set(unknown) if drop_unknown_labels else set())
+    dropped = {k: v for k, v in unknown.items() if k in drop}
+    samples = filter_labels(samples, card.labels, sorted(drop), where=str(data))
+    samples = stratified_subset(samples, max_samples, 0)
+    prep, _ = prepare_samples(samples, card.channels, on_bad, cache=False, show=progress)
+    ds = EmotionDataset(prep.samples, card.labels, eval_transform(card.input_size, card.mean, card.std), card.channels)
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers)
+    probs, targets, loss = predict_probs(model, loader, dev, tta=tta, progress=progress)
+    m = compute_metrics(targets, probs.argmax(1), card.labels, loss=loss)
+    return EvalReport(str(model_path), str(data), m, [asdict(s) for s in prep.skipped], dropped, tta)

