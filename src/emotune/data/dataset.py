@@ -71,7 +71,8 @@ def prepare_samples(samples: Sequence[Sample], channels: str, on_bad: str = "ski
         if cached is not None:
             cached.append(np.asarray(img))
     if not good:
-        raise BadInputError("data", f"no usable images out of {len(samples)} ({len(skipped)} bad)")
+        example = f"; e.g. {skipped[0].where}: {skipped[0].problem}" if skipped else ""
+        raise BadInputError("data", f"no usable images out of {len(samples)} ({len(skipped)} bad){example}")
     return PreparedData(good, skipped), cached
 
 

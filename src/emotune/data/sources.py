@@ -72,8 +72,9 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
-            rows = list(reader)
             header = [h.strip() for h in (reader.fieldnames or [])]
+            reader.fieldnames = header  # `path, label` headers: look rows up by the stripped names
+            rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise BadInputError(path, f"not a readable CSV ({exc})") from None
     return header, rows
@@ -120,6 +121,8 @@ def load_fer2013_csv(path: str | Path, usage: str | None = None) -> list[Sample]
             continue
         try:
             code = int(row["emotion"])
+            if not 0 <= code < len(FER2013_CODES):  # a negative code would index from the end
+                raise IndexError(code)
             label = FER2013_CODES[code]
         except (TypeError, ValueError, IndexError):
             raise LabelError(where, f"emotion code {row.get('emotion')!r} is not 0-6") from None
@@ -127,6 +130,8 @@ def load_fer2013_csv(path: str | Path, usage: str | None = None) -> list[Sample]
             px = np.array((row.get("pixels") or "").split(), dtype=np.float64)
         except ValueError:
             raise BadInputError(where, "pixels are not numbers") from None
+        if not np.isfinite(px).all():  # 'nan' / 'inf' parse as floats
+            raise BadInputError(where, "pixels are not numbers (nan or inf)")
         side = int(round(np.sqrt(px.size)))
         if px.size == 0 or side * side != px.size or px.min() < 0 or px.max() > 255:
             raise BadInputError(where, f"pixels: {px.size} values in 0-255 expected to form a square image (48x48 = 2304)")
@@ -233,8 +238,11 @@ def detect_format(path: str | Path) -> str:
 
 
 def _read_csv_header(path: Path) -> tuple[list[str], None]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        first = next(csv.reader(fh), [])
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            first = next(csv.reader(fh), [])
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise BadInputError(path, f"not a readable CSV ({exc})") from None
     return [h.strip() for h in first], None
 
 

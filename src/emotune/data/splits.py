@@ -19,7 +19,8 @@ def holdout_split(samples: Sequence[Sample], fraction: float, seed: int = 0) -> 
         tr, va = next(splitter.split(idx, y, groups=subjects))
     else:
         counts = np.unique(y, return_counts=True)[1]
-        stratify = counts.min() >= 2 and int(round(fraction * len(y))) >= len(counts)
+        n_val = int(np.ceil(fraction * len(y)))  # as StratifiedShuffleSplit counts its test side
+        stratify = counts.min() >= 2 and n_val >= len(counts) and len(y) - n_val >= len(counts)
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed) if stratify else None
         if splitter is not None:
             tr, va = next(splitter.split(idx, y))

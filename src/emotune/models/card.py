@@ -47,9 +47,20 @@ class ModelCard:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "model card") -> "ModelCard":
         known = {f.name for f in fields(cls)}
+        if not isinstance(d, dict):
+            raise CheckpointError(f"{where}: model card is not a JSON object")
         missing = [k for k in ("backbone", "labels", "input_size", "mean", "std") if k not in d]
         if missing:
             raise CheckpointError(f"{where}: model card lacks {missing}")
+        labels, size = d["labels"], d["input_size"]
+        if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+            raise CheckpointError(f"{where}: 'labels' must be a non-empty list of names, got {labels!r}")
+        if not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
+            raise CheckpointError(f"{where}: 'input_size' must be a positive integer, got {size!r}")
+        for key in ("mean", "std"):
+            v = d[key]
+            if not (isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+                raise CheckpointError(f"{where}: {key!r} must be a list of numbers, got {v!r}")
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
@@ -58,7 +69,10 @@ def save_checkpoint(stem: str | Path, model: nn.Module, card: ModelCard) -> Path
     from .. import __version__
 
     stem = Path(stem)
-    weights = stem.with_suffix(".safetensors")
+    if stem.suffix in (".safetensors", ".json"):
+        stem = stem.with_suffix("")
+    # append, not with_suffix: a stem such as "resnet18.fer" must keep its dot
+    weights = stem.parent / f"{stem.name}.safetensors"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(weights, lambda p: save_file(state, str(p), metadata={"format": CARD_FORMAT}))
     card.weights_file = weights.name
@@ -66,7 +80,7 @@ def save_checkpoint(stem: str | Path, model: nn.Module, card: ModelCard) -> Path
     card.emotune_version = __version__
     card.torch_version = torch.__version__
     card.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    card_path = stem.with_suffix(".json")
+    card_path = stem.parent / f"{stem.name}.json"
     atomic_write_json(card_path, card.to_dict())
     return card_path
 

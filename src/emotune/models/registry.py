@@ -102,15 +102,20 @@ def create_model(name: str, num_classes: int, pretrained: str | bool | None = No
     if pretrained is True or pretrained == "hub":
         if not cfg.hub_name:
             raise ConfigError(f"{name}: no default hub weights; pass a tag or a local file")
-        return reset_head(timm.create_model(cfg.hub_name, pretrained=True, **kwargs))
+        return _reset_new_head(timm.create_model(cfg.hub_name, pretrained=True, **kwargs), num_classes)
     pretrained = str(pretrained)
     if is_local_file(pretrained):
         model = timm.create_model(cfg.timm_name, pretrained=False, **kwargs)
-        load_local_weights(model, pretrained)
-    else:
-        tag = pretrained if pretrained.startswith(("hf-hub:", "hf_hub:")) or "." in pretrained else f"{cfg.timm_name}.{pretrained}"
-        model = timm.create_model(tag, pretrained=True, **kwargs)
-    return reset_head(model)
+        # a head loaded from the file (same number of classes) is kept; only a new head gets the small init
+        return model if load_local_weights(model, pretrained) else reset_head(model)
+    tag = pretrained if pretrained.startswith(("hf-hub:", "hf_hub:")) or "." in pretrained else f"{cfg.timm_name}.{pretrained}"
+    return _reset_new_head(timm.create_model(tag, pretrained=True, **kwargs), num_classes)
+
+
+def _reset_new_head(model: nn.Module, num_classes: int) -> nn.Module:
+    """After timm loaded hub weights: keep the pretrained head when it fits (timm loaded it), else reset it."""
+    pcfg = getattr(model, "pretrained_cfg", None) or {}
+    return model if pcfg.get("num_classes") == num_classes else reset_head(model)
 
 
 def reset_head(model: nn.Module, std: float = 0.01) -> nn.Module:

@@ -38,6 +38,15 @@ def _is_head(key: str, head: str) -> bool:
     return key == head or key.startswith(head + ".")
 
 
+def _first_conv_weight(model: nn.Module, dst: dict[str, torch.Tensor]) -> str | None:
+    """State-dict key of the input conv's weight (timm's pretrained_cfg names it), else the first 4-D weight."""
+    fc = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv")
+    fc = fc if isinstance(fc, str) else (fc[0] if fc else None)
+    if fc and f"{fc}.weight" in dst:
+        return f"{fc}.weight"
+    return next((k for k, v in dst.items() if k.endswith("weight") and v.ndim == 4), None)
+
+
 def map_state_dict(src: dict[str, torch.Tensor], model: nn.Module, head: str) -> dict[str, torch.Tensor]:
     """Map `src` onto `model`'s keys: by name when they match, else by order and shape. Head tensors whose
     shape differs (a new number of classes) are left to the model's fresh init."""
@@ -50,27 +59,37 @@ def map_state_dict(src: dict[str, torch.Tensor], model: nn.Module, head: str) ->
         if len(s_keys) != len(d_keys):
             raise CheckpointError(f"weights have {len(s_keys)} tensors but {type(model).__name__} has {len(d_keys)}: not the same architecture")
         pairs = list(zip(s_keys, d_keys))
+    first = _first_conv_weight(model, dst)
     out = {}
     for sk, dk in pairs:
-        if src[sk].shape == dst[dk].shape:
-            out[dk] = src[sk]
+        s, d = src[sk], dst[dk]
+        if s.shape == d.shape:
+            out[dk] = s
         elif _is_head(dk, head):
             continue
-        elif dk.endswith("weight") and src[sk].ndim == 4 and src[sk].shape[1] != dst[dk].shape[1] and src[sk].shape[0] == dst[dk].shape[0]:
+        elif dk == first and s.ndim == 4 and d.ndim == 4 and s.shape[0] == d.shape[0] and s.shape[2:] == d.shape[2:]:
+            # only the input conv may differ in its input channels (e.g. RGB weights for a grayscale model)
             from timm.models import adapt_input_conv
-            out[dk] = adapt_input_conv(dst[dk].shape[1], src[sk])
+            out[dk] = adapt_input_conv(d.shape[1], s, base_chans=s.shape[1])
         else:
             raise CheckpointError(f"tensor {sk} has shape {tuple(src[sk].shape)} but {dk} needs {tuple(dst[dk].shape)}")
     return out
 
 
-def load_local_weights(model: nn.Module, path: str | Path) -> None:
-    """Load ImageNet (or other) weights from a local file into a timm model, keeping its new head."""
+def load_local_weights(model: nn.Module, path: str | Path) -> bool:
+    """Load ImageNet (or other) weights from a local file into a timm model, keeping its new head.
+    Returns True when the file's head fitted the model (same number of classes) and was loaded too."""
     from .registry import classifier_prefix
 
     head = classifier_prefix(model)
-    mapped = map_state_dict(read_state_dict(path), model, head)
+    try:
+        mapped = map_state_dict(read_state_dict(path), model, head)
+    except CheckpointError as exc:
+        msg = str(exc)
+        raise CheckpointError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
     missing, _ = model.load_state_dict(mapped, strict=False)
     missing = [k for k in missing if not _is_head(k, head) and not k.endswith("num_batches_tracked")]
     if missing:
         raise CheckpointError(f"{path}: {len(missing)} backbone tensors missing, e.g. {missing[:3]}")
+    head_keys = [k for k in model.state_dict() if _is_head(k, head)]
+    return bool(head_keys) and all(k in mapped for k in head_keys)

@@ -10,6 +10,7 @@ import io
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,7 +246,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     run = Path(cfg.out)
     state_path = run / "train_state.safetensors"
     if cfg.resume and not state_path.is_file():
-        raise ConfigError(f"{run}: nothing to resume (no train_state.safetensors); run without --resume")
+        if not run.is_dir():
+            raise ConfigError(f"{run}: nothing to resume (no such run folder); run without --resume")
+        print(f"{run}: no completed epoch to resume from; starting from epoch 1", file=sys.stderr)
+        cfg.resume = False
     if not cfg.resume and state_path.is_file():
         raise ConfigError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
     run.mkdir(parents=True, exist_ok=True)
@@ -295,6 +299,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         prog = st["progress"]
         start_epoch, best_score, best_epoch, bad_epochs = prog["epoch"] + 1, prog["best_score"], prog["best_epoch"], prog["bad_epochs"]
         history = list(st["history"])
+        write_log(run, history)
 
     card = ModelCard(backbone=cfg.backbone, labels=list(data.labels), input_size=size, mean=list(mean), std=list(std),
                      channels=cfg.channels, in_chans=in_chans, license=mcfg.license,
@@ -340,22 +345,24 @@ def train(cfg: TrainConfig) -> TrainResult:
         score = monitor_value(m, cfg.monitor)
         improved = score > best_score
         card.metrics = {"epoch": epoch + 1, "val": m.summary(), "val_per_class": {c.label: round(c.f1, 4) for c in m.per_class}}
+        # Order matters for kill -9: weights first, then the train state (the commit point), then derived files
+        # (log, plots), which a resume rewrites from the state's history.
         save_checkpoint(run / "last", eval_model, card)
         if improved:
             best_score, best_epoch, bad_epochs = score, epoch + 1, 0
             save_checkpoint(run / "best", eval_model, card)
-            plot_confusion(m, run / "val_confusion.png", title=f"val, epoch {epoch + 1}")
         else:
             bad_epochs += 1
-        write_log(run, history)
-        plot_curves(run, history)
         parts = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": rng_state(), "history": history,
+                 "rng": rng_state(), "loader_rng": train_loader.generator.get_state(), "history": history,
                  "progress": {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "bad_epochs": bad_epochs}}
         if ema is not None:
             parts["ema"] = ema.module.state_dict()
-        parts["loader_rng"] = train_loader.generator.get_state()
         save_state(state_path, parts)
+        write_log(run, history)
+        plot_curves(run, history)
+        if improved:
+            plot_confusion(m, run / "val_confusion.png", title=f"val, epoch {epoch + 1}")
         if cfg.progress:
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  "
                        f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} macro-F1 {row['val_macro_f1']:.4f}  "

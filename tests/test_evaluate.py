@@ -1,0 +1,74 @@
+"""Metrics against hand-computed values, reports, and `emotune evaluate` on a trained model."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from emotune.data.synthetic import make_synthetic_dataset
+from emotune.errors import LabelError
+from emotune.evaluate import compute_metrics, evaluate_dataset, plot_confusion
+from emotune.train import make_config, train
+
+
+def test_metrics_match_hand_computed_values():
+    labels = ["a", "b", "c"]
+    y = [0, 0, 0, 0, 1, 1, 2, 2]
+    p = [0, 0, 0, 1, 1, 0, 2, 1]
+    m = compute_metrics(y, p, labels)
+    assert m.accuracy == pytest.approx(5 / 8)
+    assert m.balanced_accuracy == pytest.approx((3 / 4 + 1 / 2 + 1 / 2) / 3)
+    assert m.confusion == [[3, 1, 0], [1, 1, 0], [0, 1, 1]]
+    f1_a = 2 * (3 / 4 * 3 / 4) / (3 / 4 + 3 / 4)
+    f1_b = 2 * (1 / 3 * 1 / 2) / (1 / 3 + 1 / 2)
+    f1_c = 2 * (1 * 1 / 2) / (1 + 1 / 2)
+    assert m.macro_f1 == pytest.approx((f1_a + f1_b + f1_c) / 3)
+    assert [c.support for c in m.per_class] == [4, 2, 2]
+    md = m.to_markdown()
+    assert "| a | 3 | 1 | 0 |" in md and "macro-F1" in md
+
+
+def test_absent_class_is_left_out_of_macro_f1():
+    m = compute_metrics([0, 0, 1], [0, 0, 1], ["a", "b", "c"])
+    assert m.macro_f1 == pytest.approx(1.0) and m.per_class[2].support == 0
+
+
+def test_confusion_plot_is_a_png(tmp_path):
+    m = compute_metrics(np.array([0, 1, 1]), np.array([0, 1, 0]), ["x", "y"])
+    path = plot_confusion(m, tmp_path / "cm.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    data = make_synthetic_dataset(root / "faces", per_class=12, size=40, seed=2, labels=("happy", "sad", "neutral"))
+    cfg = make_config({"data": str(data), "backbone": "resnet10t", "img_size": 32, "epochs": 2, "batch_size": 12,
+                       "workers": 0, "progress": False, "out": str(root / "run"), "lr": 3e-3})
+    train(cfg)
+    return root
+
+
+def test_evaluate_on_a_dataset_with_extra_labels(trained):
+    data = make_synthetic_dataset(trained / "test", per_class=5, size=40, seed=9, labels=("happy", "sad", "neutral", "surprise"))
+    with pytest.raises(LabelError, match="surprise"):
+        evaluate_dataset(trained / "run", data, progress=False)
+    rep = evaluate_dataset(trained / "run", data, drop_unknown_labels=True, progress=False, tta=True)
+    assert rep.metrics.n == 15 and rep.dropped_labels == {"surprise": 5}
+    assert rep.metrics.labels == ["happy", "neutral", "sad"]
+    assert sum(map(sum, rep.metrics.confusion)) == 15
+
+
+def test_cli_evaluate_writes_reports(trained, tmp_path):
+    data = make_synthetic_dataset(tmp_path / "d", per_class=4, size=40, seed=5, labels=("happy", "sad", "neutral"))
+    (data / "sad" / "bad.jpg").write_text("hello")
+    out = subprocess.run([sys.executable, "-m", "emotune.cli", "evaluate", "--model", str(trained / "run"), "--data", str(data),
+                          "--format", "json", "--out", str(tmp_path / "rep"), "--no-progress"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rep = json.loads(out.stdout)
+    assert rep["n"] == 12 and {"accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion"} <= set(rep)
+    assert "bad.jpg" in out.stderr and len(rep["skipped"]) == 1
+    assert (tmp_path / "rep" / "confusion.png").is_file() and (tmp_path / "rep" / "eval.md").is_file()

@@ -1,0 +1,197 @@
+"""Training engine on small synthetic data: strategies, checkpoints, resume after kill -9, reports, config errors."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from emotune.data.synthetic import make_synthetic_dataset
+from emotune.errors import ConfigError, LabelError
+from emotune.models import load_checkpoint
+from emotune.train import make_config, train
+from emotune.train.engine import layer_groups, lr_lambda, set_trainable
+
+BASE = {"backbone": "mobilenetv2", "img_size": 32, "batch_size": 16, "workers": 0, "progress": False, "val_fraction": 0.25}
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    return make_synthetic_dataset(tmp_path_factory.mktemp("faces"), per_class=16, size=40, seed=1)
+
+
+def cfg(tmp_path: Path, data: Path, **kw):
+    return make_config({**BASE, "data": str(data), "out": str(tmp_path / "run"), **kw})
+
+
+def read_log(run: Path) -> list[dict]:
+    with open(run / "log.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_run_directory_contents_and_reload(tmp_path, faces):
+    res = train(cfg(tmp_path, faces, epochs=2, lr=3e-3))
+    run = res.run_dir
+    for name in ("config.yaml", "log.csv", "best.safetensors", "best.json", "last.safetensors", "last.json",
+                 "train_state.safetensors", "curves.png", "val_confusion.png", "summary.json"):
+        assert (run / name).is_file(), name
+    assert not list(run.glob("*.tmp")), "temp files left behind"
+    rows = read_log(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    card = json.loads((run / "best.json").read_text())
+    assert card["labels"] == ["happy", "neutral", "sad", "surprise"]  # auto: canonical order of those present
+    assert card["input_size"] == 32 and card["channels"] == "rgb" and len(card["sha256"]) == 64
+    assert card["metrics"]["val"]["accuracy"] == pytest.approx(float(rows[res.best_epoch - 1]["val_accuracy"]), abs=1e-4)
+    model, loaded = load_checkpoint(run)
+    assert loaded.labels == card["labels"]
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 4)
+
+
+def test_learns_the_synthetic_task(tmp_path, faces):
+    """Mouth shape decides the label: a few epochs must beat chance (25%) clearly."""
+    data = make_synthetic_dataset(tmp_path / "faces", per_class=32, size=40, seed=1)
+    res = train(cfg(tmp_path, data, epochs=8, lr=3e-3, backbone="resnet10t", erasing=0.0, rotation=0.0))
+    assert max(float(r["val_accuracy"]) for r in read_log(res.run_dir)) >= 0.5
+
+
+@pytest.mark.parametrize("strategy", ["linear_probe", "gradual", "layerwise", "full"])
+def test_strategies_freeze_what_they_should(tmp_path, faces, strategy):
+    c = cfg(tmp_path, faces, epochs=1, strategy=strategy)
+    from emotune.models import create_model
+
+    model = create_model("mobilenetv2", 4)
+    total = sum(p.numel() for p in model.parameters())
+    head = sum(p.numel() for p in model.get_classifier().parameters())
+    n0 = set_trainable(model, c, epoch=0)
+    if strategy == "linear_probe":
+        assert n0 == head
+    elif strategy == "gradual":
+        n1 = set_trainable(model, c, epoch=1)
+        assert head <= n0 < n1 < total
+        assert set_trainable(model, c, epoch=len(layer_groups(model))) == total
+    else:
+        assert n0 == total
+    res = train(c)
+    assert res.epochs_run == 1
+
+
+def test_layerwise_lrs_decrease_towards_the_stem(tmp_path, faces):
+    from emotune.models import create_model
+    from emotune.train.engine import build_optimizer
+
+    c = cfg(tmp_path, faces, strategy="layerwise", layer_decay=0.5, lr=1e-2)
+    opt = build_optimizer(create_model("mobilenetv2", 4), c)
+    lrs = sorted({g["lr"] for g in opt.param_groups})
+    assert max(lrs) == pytest.approx(1e-2) and min(lrs) < 1e-4
+
+
+def test_schedule_warms_up_then_decays():
+    f = lr_lambda(total_steps=100, warmup_steps=10, floor=0.01)
+    assert f(0) < f(5) < f(9) <= 1.0
+    assert f(10) == pytest.approx(1.0)
+    assert f(55) < f(20) and f(99) == pytest.approx(0.01, abs=0.01)
+
+
+def test_options_that_change_the_loss(tmp_path, faces):
+    res = train(cfg(tmp_path, faces, epochs=1, class_balance="sampler", mixup=0.2, cutmix=1.0, ema=True, ema_decay=0.9,
+                    label_smoothing=0.0, optimizer="sgd", lr=0.01, deterministic=True, tta=True))
+    assert res.epochs_run == 1 and (res.run_dir / "best.safetensors").is_file()
+
+
+def test_early_stopping(tmp_path, faces):
+    res = train(cfg(tmp_path, faces, epochs=20, lr=1e-9, warmup_epochs=0, patience=2, monitor="loss"))
+    assert res.stopped_early and res.epochs_run < 20
+
+
+def test_refuses_to_overwrite_and_resume_without_state(tmp_path, faces):
+    train(cfg(tmp_path, faces, epochs=1))
+    with pytest.raises(ConfigError, match="resume"):
+        train(cfg(tmp_path, faces, epochs=1))
+    with pytest.raises(ConfigError, match="nothing to resume"):  # no run folder at all
+        train(make_config({**BASE, "data": str(faces), "out": str(tmp_path / "other"), "resume": True}))
+
+
+def test_label_problems_are_explicit(tmp_path, faces):
+    with pytest.raises(LabelError, match="drop"):
+        train(cfg(tmp_path, faces, labels="happy,sad,neutral"))
+    res = train(cfg(tmp_path, faces, labels="happy,sad,neutral", drop_labels="surprise", epochs=1))
+    assert json.loads((res.run_dir / "best.json").read_text())["labels"] == ["happy", "sad", "neutral"]
+    with pytest.raises(ConfigError, match="no training images"):
+        train(make_config({**BASE, "data": str(faces), "out": str(tmp_path / "r2"), "labels": "basic7"}))
+
+
+def test_config_yaml_and_unknown_keys(tmp_path, faces):
+    y = tmp_path / "c.yaml"
+    y.write_text(f"data: {faces}\nepochs: 3\nlr: 0.01\n")
+    c = make_config({"epochs": 5}, y)
+    assert c.epochs == 5 and c.lr == 0.01  # flags beat the file
+    y.write_text("data: x\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="learning_rate"):
+        make_config({}, y)
+    with pytest.raises(ConfigError, match="strategy"):
+        make_config({"data": "x", "strategy": "magic"})
+
+
+def test_bad_images_are_skipped_and_reported(tmp_path, faces):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(faces, data)
+    (data / "happy" / "broken.png").write_bytes(b"not an image at all")
+    (data / "sad" / "empty.jpg").write_bytes(b"")
+    res = train(make_config({**BASE, "data": str(data), "out": str(tmp_path / "run"), "epochs": 1}))
+    problems = {Path(s.where).name: s.problem for s in res.skipped}
+    assert set(problems) == {"broken.png", "empty.jpg"}
+    assert "0 bytes" in problems["empty.jpg"]
+    summary = json.loads((res.run_dir / "summary.json").read_text())
+    assert len(summary["skipped"]) == 2
+    with pytest.raises(Exception, match="broken.png|empty.jpg"):
+        train(make_config({**BASE, "data": str(data), "out": str(tmp_path / "run2"), "epochs": 1, "on_bad": "fail"}))
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "emotune.cli", *args]
+
+
+def test_resume_after_kill_minus_nine_matches_an_uninterrupted_run(tmp_path, faces):
+    common = ["train", "--data", str(faces), "--backbone", "mobilenetv2", "--img-size", "32", "--batch-size", "8",
+              "--workers", "0", "--epochs", "4", "--val-fraction", "0.25", "--no-progress", "--seed", "3"]
+    ref = tmp_path / "ref"
+    subprocess.run(_cli(*common, "--out", str(ref)), check=True, capture_output=True, timeout=600)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(*common, "--out", str(run)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "log.csv").is_file():
+        time.sleep(0.05)
+    time.sleep(0.3)  # now inside epoch 2 (or later)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(read_log(run))
+    assert 1 <= done < 4, "the kill should land before the run finished"
+    out = subprocess.run(_cli(*common, "--out", str(run), "--resume"), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    a, b = read_log(ref), read_log(run)
+    assert [r["epoch"] for r in b] == ["1", "2", "3", "4"]
+    for ra, rb in zip(a, b):
+        assert float(ra["train_loss"]) == pytest.approx(float(rb["train_loss"]), abs=1e-4)
+        assert float(ra["val_loss"]) == pytest.approx(float(rb["val_loss"]), abs=1e-4)
+
+
+def test_cli_train_help_lists_every_option():
+    out = subprocess.run(_cli("train", "--help"), capture_output=True, text=True, check=True).stdout
+    for flag in ("--data", "--val-data", "--backbone", "--pretrained", "--epochs", "--batch-size", "--out", "--resume",
+                 "--strategy", "--mixup", "--ema", "--class-balance", "--deterministic"):
+        assert flag in out
+
+
+def test_cli_errors_are_one_clear_line(tmp_path):
+    out = subprocess.run(_cli("train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")), capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "nope" in out.stderr and "Traceback" not in out.stderr
