@@ -38,6 +38,16 @@ EXPECTED_REGISTRY = {
 SIZE = 32  # every registry backbone runs at 32 px (ViT needs img_size=32)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny 32-px tensors on a shared 2-core box: with 2 OpenMP threads each small op waits on a busy core and
+    the same forward takes ~100x longer (2 s vs 20 ms for MobileNetV2). One thread here; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def needs_shared(*paths: Path):
     missing = [str(p) for p in paths if not p.is_file()]
     return pytest.mark.skipif(bool(missing), reason=f"needs ../shared files, absent here: {', '.join(missing)}")
@@ -163,10 +173,10 @@ def imagenet_tensor(path: Path, name: str) -> torch.Tensor:
 IMAGENET_CASES = [
     # registry name, file, source key of the stem conv, source key of the classifier weight, k for 652 in top-k
     pytest.param("mobilenetv2", MOBILENET_FILE, "features.0.0.weight", "classifier.1.weight", 5,
-                 marks=[pytest.mark.shared, needs_shared(MOBILENET_FILE, IMAGES / "grace_hopper.jpg")], id="mobilenetv2"),
+                 marks=[pytest.mark.shared, needs_shared(MOBILENET_FILE, IMAGES / "grace_hopper.jpg", IMAGES / "coffee.png")], id="mobilenetv2"),
     # lite0 ranks 652 'military uniform' 7th on Grace Hopper (top-1 'academic gown', then mortarboard, Windsor tie)
     pytest.param("efficientnet_lite0", LITE0_FILE, "_conv_stem.weight", "_fc.weight", 10,
-                 marks=[pytest.mark.shared, needs_shared(LITE0_FILE, IMAGES / "grace_hopper.jpg")], id="efficientnet_lite0"),
+                 marks=[pytest.mark.shared, needs_shared(LITE0_FILE, IMAGES / "grace_hopper.jpg", IMAGES / "coffee.png")], id="efficientnet_lite0"),
 ]
 UNIFORM_LIKE = {400, 457, 652, 667, 834, 906}  # academic gown, bow tie, military uniform, mortarboard, suit, Windsor tie
 COFFEE = {504, 967}  # coffee mug, espresso
@@ -246,6 +256,7 @@ class Custom:
         self.value = 42
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_pickled_code_is_refused_and_never_run(tmp_path):
     marker = tmp_path / "marker"
     zipped = tmp_path / "evil.pth"

@@ -117,7 +117,9 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> tuple[nn.Module, M
     weights = card_path.parent / (card.weights_file or card_path.with_suffix(".safetensors").name)
     if not weights.is_file():
         raise CheckpointError(f"{weights}: weights file named by {card_path} not found")
-    if verify and card.sha256 and sha256_file(weights) != card.sha256:
+    if verify and not card.sha256:
+        raise CheckpointError(f"{card_path}: model card has no sha256 of its weights; refusing unverified weights")
+    if verify and sha256_file(weights) != card.sha256:
         raise CheckpointError(f"{weights}: sha256 does not match its model card {card_path} (corrupt or replaced)")
     model = build_from_card(card)
     try:
