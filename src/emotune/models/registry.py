@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import timm
-import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -137,11 +136,6 @@ def classifier_prefix(model: nn.Module) -> str:
     pcfg = getattr(model, "pretrained_cfg", None) or {}
     clf = pcfg.get("classifier", "fc")
     return clf if isinstance(clf, str) else clf[0]
-
-
-@torch.no_grad()
-def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return list(model.get_classifier().parameters())
 
 
 def build_from_card(card) -> nn.Module:

@@ -33,7 +33,7 @@ from ..data import AugmentConfig, EmotionDataset, Skipped, eval_transform, filte
 from ..data.splits import holdout_split, stratified_subset
 from ..errors import ConfigError
 from ..evaluate import Metrics, compute_metrics, plot_confusion, predict_probs
-from ..io import atomic_write_text
+from ..io import atomic_write, atomic_write_json, atomic_write_text
 from ..models import ModelCard, create_model, get_model_config, save_checkpoint
 from ..taxonomy import resolve_labels
 from .config import TrainConfig
@@ -218,8 +218,6 @@ def plot_curves(run: Path, history: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import atomic_write
-
     ep = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
     a.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
@@ -372,8 +370,6 @@ def train(cfg: TrainConfig) -> TrainResult:
             break
     best = next((h for h in history if h["epoch"] == best_epoch), {})
     result = TrainResult(run, best_epoch, {k: v for k, v in best.items() if k.startswith("val_")}, len(history), history, data.skipped, stopped_early)
-    from ..io import atomic_write_json
-
     atomic_write_json(run / "summary.json", {"best_epoch": best_epoch, "monitor": cfg.monitor, "best": result.best_metrics,
                                              "epochs_run": len(history), "stopped_early": stopped_early, "data": data.describe,
                                              "skipped": [s.__dict__ for s in data.skipped]})
