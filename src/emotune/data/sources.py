@@ -226,7 +226,7 @@ def detect_format(path: str | Path) -> str:
             return "ferplus"
         return "folder"
     if path.suffix.lower() == ".csv" and path.is_file():
-        header, _ = _read_csv_header(path)
+        header = _read_csv_header(path)
         if {"emotion", "pixels"} <= set(header):
             return "fer2013csv"
         if {"path", "label"} <= set(header):
@@ -237,13 +237,13 @@ def detect_format(path: str | Path) -> str:
     raise BadInputError(path, "not a dataset: give a class-folder root, a manifest CSV, fer2013.csv or a FER+ split folder")
 
 
-def _read_csv_header(path: Path) -> tuple[list[str], None]:
+def _read_csv_header(path: Path) -> list[str]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             first = next(csv.reader(fh), [])
     except (UnicodeDecodeError, csv.Error) as exc:
         raise BadInputError(path, f"not a readable CSV ({exc})") from None
-    return [h.strip() for h in first], None
+    return [h.strip() for h in first]
 
 
 def load_samples(path: str | Path, fmt: str = "auto", split: str | None = None, ferplus_mode: str = "majority") -> list[Sample]:

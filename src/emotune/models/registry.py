@@ -127,10 +127,6 @@ def reset_head(model: nn.Module, std: float = 0.01) -> nn.Module:
     return model
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def classifier_prefix(model: nn.Module) -> str:
     """The state-dict prefix of the model's classification head (timm's pretrained_cfg names it)."""
     pcfg = getattr(model, "pretrained_cfg", None) or {}
