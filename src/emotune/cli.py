@@ -1,4 +1,4 @@
-"""`emotune` command line: train, evaluate, models, demo. Errors print one clear line and exit non-zero."""
+"""`emotune` command line: predict, train, evaluate, export, models, detectors, demo. Errors print one clear line and exit non-zero."""
 from __future__ import annotations
 
 import argparse
@@ -54,10 +54,36 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+def cmd_detectors(args: argparse.Namespace) -> int:
+    from .faces import get_detector_config, list_detectors
 
-    return run_demo(Path(args.shared), Path(args.out))
+    print(f"{'name':<11}{'landmarks':<11}{'model file':<12}{'licence':<14}description")
+    for name in list_detectors():
+        c = get_detector_config(name)
+        print(f"{name:<11}{('yes' if c.landmarks else 'no'):<11}{('required' if c.needs_file else 'bundled'):<12}{c.license or '-':<14}{c.description}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import run_predict
+
+    return run_predict(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .inference.export import export_and_check
+
+    path, diff = export_and_check(args.model, args.output, args.check_samples)
+    print(f"wrote {path} and {path.with_suffix('.json')}; max |p_onnx - p_torch| = {diff:.2e} on {args.check_samples} random inputs")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo, run_train_demo
+
+    if args.train:
+        return run_train_demo(Path(args.shared), Path(args.out))
+    return run_demo(Path(args.out), args.image)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emotune", description="Visual emotion recognition by transfer learning.")
     p.add_argument("--version", action="version", version=f"emotune {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+
+    from .predict import add_predict_arguments
+
+    pr = sub.add_parser("predict", help="find faces and their emotions in images, folders, videos or a webcam",
+                        description="Detect every face, align it and classify its expression. Prints a table, or writes "
+                                    "csv/json/jsonl; optionally annotated images/videos and timeline plots. Exit status 1 "
+                                    "only when no input could be processed.")
+    add_predict_arguments(pr)
+    pr.set_defaults(func=cmd_predict)
 
     t = sub.add_parser("train", help="fine-tune a backbone on an emotion dataset",
                        description="Fine-tune an ImageNet backbone. Options come from --config YAML, overridden by flags.")
@@ -94,12 +129,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
 
+    x = sub.add_parser("export", help="export a model to ONNX (with its model card) and check parity",
+                       description="Write an ONNX graph (input N x C x S x S, output class probabilities) plus its model card, "
+                                   "then compare onnxruntime with PyTorch on random inputs.")
+    x.add_argument("--model", default=None, help="run folder, model card .json or .safetensors (default: the bundled model)")
+    x.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default: onnx)")
+    x.add_argument("--output", "-o", required=True, help="the .onnx file to write")
+    x.add_argument("--check-samples", type=int, default=16, help="random inputs for the parity check (default: 16)")
+    x.set_defaults(func=cmd_export)
+
     m = sub.add_parser("models", help="list the registered backbones")
     m.set_defaults(func=cmd_models)
 
-    d = sub.add_parser("demo", help="a short end-to-end run on bundled/shared example data")
-    d.add_argument("--shared", default="../shared", help="folder with data/ and weights/ (default: ../shared)")
-    d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    dt = sub.add_parser("detectors", help="list the face detectors")
+    dt.set_defaults(func=cmd_detectors)
+
+    d = sub.add_parser("demo", help="predict on a bundled photo (or --train: a one-minute fine-tuning run)")
+    d.add_argument("--image", help="photo to use (default: matplotlib's public-domain grace_hopper.jpg)")
+    d.add_argument("--train", action="store_true", help="instead, fine-tune for 3 epochs on CK+ from --shared (or synthetic faces)")
+    d.add_argument("--shared", default="../shared", help="--train: folder with data/ and weights/ (default: ../shared)")
+    d.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -30,6 +30,9 @@ class ModelCard:
     std: list[float]
     channels: str = "rgb"
     in_chans: int = 3
+    # faces in the training data were this many pixels wide before resizing to input_size (FER2013: 48); inference
+    # resamples crops to it first so that photos look like the training data (0 = no such step)
+    source_size: int = 0
     head: dict[str, Any] = field(default_factory=lambda: {"type": "linear"})
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)

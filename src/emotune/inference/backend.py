@@ -1,0 +1,102 @@
+"""Run a classifier on a batch of preprocessed crops: PyTorch, or onnxruntime (faster on CPU, no autograd).
+
+Both return class probabilities as float32 numpy arrays, so the rest of the pipeline does not care which ran.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from ..io import atomic_write, sha256_file
+from ..models.card import ModelCard
+
+ONNX_OPSET = 17
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: nn.Module, device: str = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        logits = self.model(torch.from_numpy(x).to(self.device))
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError("the onnx backend needs `pip install onnxruntime`") from None
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise CheckpointError(f"{path}: onnxruntime cannot load it ({exc})") from None
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: np.ascontiguousarray(x, np.float32)})[0]
+
+
+class _WithSoftmax(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x), dim=1)
+
+
+def export_onnx(model: nn.Module, card: ModelCard, path: str | Path, opset: int = ONNX_OPSET) -> Path:
+    """Write an ONNX graph (input `input` N x C x S x S float32, output `probs`) with the model card in its metadata,
+    and the card beside it (`<name>.json`, with the ONNX file's sha256)."""
+    import onnx
+
+    path = Path(path)
+    model = model.cpu().eval()
+    dummy = torch.zeros(1, card.in_chans, card.input_size, card.input_size)
+
+    def write(tmp: Path) -> None:
+        torch.onnx.export(_WithSoftmax(model), (dummy,), str(tmp), dynamo=False, input_names=["input"], output_names=["probs"],
+                          dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}}, opset_version=opset)
+        proto = onnx.load(str(tmp))
+        meta = proto.metadata_props.add()
+        meta.key, meta.value = "emotune_card", json.dumps(card.to_dict())
+        onnx.save(proto, str(tmp))
+
+    atomic_write(path, write)
+    from ..io import atomic_write_json
+
+    onnx_card = ModelCard.from_dict(card.to_dict())
+    onnx_card.weights_file, onnx_card.sha256 = path.name, sha256_file(path)
+    atomic_write_json(path.with_suffix(".json"), onnx_card.to_dict())
+    return path
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EMOTUNE_CACHE", Path.home() / ".cache" / "emotune"))
+
+
+def cached_onnx(model: nn.Module, card: ModelCard) -> Path:
+    """The model's ONNX export, made once per weights file (keyed by its sha256) in the emotune cache."""
+    key = (card.sha256 or "nohash")[:16]
+    path = cache_dir() / "onnx" / f"{card.backbone}-{key}-opset{ONNX_OPSET}.onnx"
+    if not path.is_file():
+        export_onnx(model, card, path)
+    return path

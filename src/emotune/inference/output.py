@@ -1,0 +1,140 @@
+"""What predict writes: tables (terminal, CSV, JSON, JSONL), annotated images/videos and timeline plots."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_write, atomic_write_text
+
+FORMATS = ("table", "csv", "json", "jsonl")
+
+
+def _clean(v):
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return None
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    """Rows as plain JSON-ready dicts (NaN/NA -> null, landmarks decoded)."""
+    out = []
+    for row in df.to_dict(orient="records"):
+        r = {k: _clean(v) for k, v in row.items()}
+        if isinstance(r.get("landmarks"), str):
+            r["landmarks"] = json.loads(r["landmarks"])
+        out.append(r)
+    return out
+
+
+def render(df: pd.DataFrame, fmt: str, labels: list[str]) -> str:
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    if fmt == "json":
+        return json.dumps(records(df), indent=1) + "\n"
+    if fmt == "jsonl":
+        return "".join(json.dumps(r) + "\n" for r in records(df))
+    return table_text(df, labels)
+
+
+def table_text(df: pd.DataFrame, labels: list[str], top: int = 3) -> str:
+    """A compact human-readable table: one line per face with its top classes."""
+    lines = []
+    video = df["frame"].notna().any()
+    head = f"{'file':<32} " + (f"{'frame':>6} {'time':>7} {'track':>5} " if video else "") + f"{'face box (x,y,w,h)':<22} {'label':<9} top classes"
+    lines.append(head)
+    for r in records(df):
+        name = Path(r["file"]).name
+        name = name if len(name) <= 32 else "…" + name[-31:]
+        prefix = f"{name:<32} " + (f"{_fmt(r['frame'], 6)} {_fmt(r['time'], 7, 2)} {_fmt(r['track'], 5)} " if video else "")
+        if r.get("error"):
+            lines.append(prefix + f"error: {r['error']}")
+        elif r["label"] is None:
+            lines.append(prefix + "no face found")
+        else:
+            probs = sorted(((c, r[c]) for c in labels), key=lambda t: -t[1])[:top]
+            box = f"{r['x']:.0f},{r['y']:.0f},{r['w']:.0f},{r['h']:.0f}"
+            lines.append(prefix + f"{box:<22} {r['label']:<9} " + "  ".join(f"{c} {p:.2f}" for c, p in probs))
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v, width: int, digits: int | None = None) -> str:
+    if v is None:
+        return " " * (width - 1) + "-"
+    return f"{v:>{width}.{digits}f}" if digits is not None else f"{v:>{width}}"
+
+
+def write_table(df: pd.DataFrame, path: str | Path, fmt: str, labels: list[str]) -> Path:
+    return atomic_write_text(path, render(df, fmt, labels))
+
+
+COLORS = [(230, 60, 60), (150, 90, 200), (120, 120, 120), (255, 200, 0), (80, 200, 120), (60, 120, 230), (255, 120, 20), (0, 200, 200)]
+
+
+def color_for(label: str, labels: list[str]) -> tuple[int, int, int]:
+    return COLORS[labels.index(label) % len(COLORS)] if label in labels else (255, 255, 255)
+
+
+def annotate(rgb: np.ndarray, faces: list, labels: list[str]) -> np.ndarray:
+    """A copy of the image with each face's box, landmarks, label and probability drawn on it."""
+    import cv2
+
+    out = np.ascontiguousarray(rgb.copy())
+    scale = max(0.4, min(out.shape[:2]) / 700)
+    thick = max(1, int(round(2 * scale)))
+    for f in faces:
+        x, y, w, h = (int(round(v)) for v in f.box)
+        color = color_for(f.label, labels)
+        cv2.rectangle(out, (x, y), (x + w, y + h), color, thick)
+        for px, py in (f.landmarks or []):
+            cv2.circle(out, (int(px), int(py)), thick + 1, color, -1)
+        text = f"{f.label} {f.probs[f.label]:.2f}" + (f" #{f.track}" if f.track is not None else "")
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, thick)
+        ty = y - 4 if y - th - base - 4 > 0 else y + h + th + 4
+        cv2.rectangle(out, (x, ty - th - base), (x + tw + 4, ty + base), color, -1)
+        cv2.putText(out, text, (x + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (0, 0, 0), thick, cv2.LINE_AA)
+    return out
+
+
+def save_image(rgb: np.ndarray, path: str | Path) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    fmt = "PNG" if path.suffix.lower() == ".png" else "JPEG"
+    return atomic_write(path, lambda p: Image.fromarray(rgb).save(p, format=fmt, quality=92))
+
+
+def plot_timeline(df: pd.DataFrame, labels: list[str], path: str | Path, title: str = "") -> Path | None:
+    """Class probabilities over time, one panel per track; None when the video had no face."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    faces = df[df["label"].notna()]
+    if faces.empty:
+        return None
+    tracks = sorted(faces["track"].dropna().unique().tolist())
+    tracks = tracks[:8]  # more panels become unreadable; the table has them all
+    fig, axes = plt.subplots(len(tracks), 1, figsize=(10, 2.0 * len(tracks) + 1.0), sharex=True, squeeze=False,
+                             layout="constrained")
+    for ax, t in zip(axes[:, 0], tracks):
+        sub = faces[faces["track"] == t]
+        for i, c in enumerate(labels):
+            ax.plot(sub["time"], sub[c], label=c, color=np.array(COLORS[i % len(COLORS)]) / 255, lw=1.4)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"track {t}")
+        ax.grid(alpha=0.3)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), ncol=len(labels), fontsize=8, loc="outside upper center")
+    axes[-1, 0].set_xlabel("time (s)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    path = Path(path)
+    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
+    plt.close(fig)
+    return path

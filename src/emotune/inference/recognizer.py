@@ -1,0 +1,331 @@
+"""`Recognizer`: detect every face, align it to the training framing, classify its expression.
+
+    from emotune import Recognizer
+    rec = Recognizer()                       # bundled default model, YuNet detector, onnxruntime on CPU
+    faces = rec.predict("photo.jpg")         # path, PIL image or RGB numpy array -> list[FaceResult]
+    df = rec.predict_folder("photos/")       # pandas DataFrame, one row per face (or per face-less/bad file)
+    df = rec.predict_video("clip.mp4")       # plus frame, time and track id
+"""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..data.images import image_from_array, read_image
+from ..errors import BadInputError, CheckpointError, ConfigError, EmotuneError
+from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
+from ..io import sha256_file
+from ..models.card import ModelCard, load_checkpoint, read_card
+from ..progress import progress
+from .video import VIDEO_EXTENSIONS, frame_step, iter_frames, open_video
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
+BASE_COLUMNS = ["file", "frame", "time", "track", "x", "y", "w", "h", "score"]
+
+
+def default_model_path() -> Path:
+    """The model card of the default model that ships inside the package."""
+    return Path(str(resources.files("emotune") / "weights" / "default.json"))
+
+
+@dataclass
+class FaceResult:
+    """One face: where it is, how sure the detector was, and the probability of every class."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    probs: dict[str, float]
+    label: str
+    landmarks: list[list[float]] | None = None
+    frame: int | None = None
+    time: float | None = None
+    track: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"box": [round(v, 1) for v in self.box], "score": round(self.score, 4), "label": self.label,
+                "probs": {k: round(v, 5) for k, v in self.probs.items()}, "landmarks": self.landmarks,
+                "frame": self.frame, "time": self.time, "track": self.track}
+
+
+@dataclass
+class _Item:
+    """One image or video frame moving through detection -> classification."""
+
+    file: str
+    faces: list[Face] = field(default_factory=list)
+    crops: list[np.ndarray] = field(default_factory=list)
+    probs: np.ndarray | None = None
+    rgb: np.ndarray | None = None
+    frame: int | None = None
+    time: float | None = None
+    tracks: list[int] | None = None
+    error: str | None = None
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available here")
+    return device
+
+
+def load_backend(model: str | Path | None, device: str = "cpu", backend: str = "auto", threads: int = 0):
+    """(ModelCard, backend) for a model spec: None/'default' (bundled), a run folder, a card, .safetensors or .onnx."""
+    from .backend import OnnxBackend, TorchBackend, cached_onnx
+
+    if backend not in ("auto", "torch", "onnx"):
+        raise ConfigError(f"unknown backend {backend!r}: choose auto, torch or onnx")
+    path = default_model_path() if model in (None, "", "default") else Path(model)
+    if model in (None, "", "default") and not path.is_file():
+        raise CheckpointError("this emotune build has no bundled default model; pass --model RUN_DIR")
+    if path.suffix == ".onnx":
+        if backend == "torch":
+            raise ConfigError(f"{path}: an ONNX model runs with the onnx backend only")
+        card, card_path = read_card(path.with_suffix(".json"))
+        if card.sha256 and sha256_file(path) != card.sha256:
+            raise CheckpointError(f"{path}: sha256 does not match its model card {card_path}")
+        return card, OnnxBackend(path, threads)
+    torch_model, card = load_checkpoint(path)
+    if backend == "onnx" or (backend == "auto" and device == "cpu"):
+        try:
+            return card, OnnxBackend(cached_onnx(torch_model, card), threads)
+        except (ImportError, OSError, EmotuneError) as exc:
+            if backend == "onnx":
+                raise ConfigError(f"onnx backend unavailable: {exc}") from None
+            log.warning("onnxruntime path unavailable (%s); using PyTorch", exc)
+    return card, TorchBackend(torch_model, device)
+
+
+class Recognizer:
+    """Face detection + expression classification with one model; see the module docstring."""
+
+    def __init__(self, model: str | Path | None = None, detector: str = DEFAULT_DETECTOR, detector_model: str | Path | None = None,
+                 device: str = "auto", backend: str = "auto", batch_size: int = 32, margin: float = 1.0, align: bool = True,
+                 scene: bool = False, det_max_side: int = 640, min_score: float = 0.6, threads: int = 0):
+        if batch_size < 1:
+            raise ConfigError("batch_size must be at least 1")
+        if not 0.5 <= margin <= 3.0:
+            raise ConfigError(f"margin {margin} is outside 0.5..3.0")
+        self.device = _resolve_device(device)
+        self.card, self.backend = load_backend(model, self.device, backend, threads)
+        self.labels: list[str] = list(self.card.labels)
+        self.scene = scene
+        kwargs = {} if scene or detector == "none" else {"score_threshold": min_score, "max_side": det_max_side}
+        self.detector = create_detector("none" if scene else detector, detector_model, **kwargs)
+        self.batch_size, self.margin, self.align = batch_size, margin, align
+
+    # ---- preprocessing and classification ---------------------------------------------------------------------
+    def crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        """The crop the model sees, as RGB uint8 (input_size square)."""
+        import cv2
+
+        size = self.card.input_size
+        if self.scene:
+            return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+        src = self.card.source_size or size
+        crop = crop_face(rgb, face, src, self.margin, self.align)
+        return crop if src == size else cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR)
+
+    def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """RGB uint8 crops -> normalised float32 N x C x S x S, grey or RGB as the model card says."""
+        x = np.stack(crops).astype(np.float32) / 255.0
+        if self.card.in_chans == 1:
+            x = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]  # ITU-R 601 luma, as PIL's "L"
+        x = (x - np.array(self.card.mean, np.float32)) / np.array(self.card.std, np.float32)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def classify(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Class probabilities (N x classes) for RGB uint8 crops of any size (resized to the model's)."""
+        import cv2
+
+        size = self.card.input_size
+        crops = [c if c.shape[:2] == (size, size) else cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops]
+        out = [self.backend(self.preprocess(crops[i:i + self.batch_size])) for i in range(0, len(crops), self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+
+    # ---- single images ------------------------------------------------------------------------------------------
+    def _to_rgb(self, image: Any) -> np.ndarray:
+        from PIL import Image
+
+        if isinstance(image, (str, Path)):
+            return np.asarray(read_image(image, "rgb"))
+        if isinstance(image, Image.Image):
+            from ..data.images import normalize_mode
+
+            return np.asarray(normalize_mode(image, "rgb"))
+        if isinstance(image, np.ndarray):
+            return np.asarray(image_from_array(image, "rgb"))
+        raise BadInputError(repr(type(image)), "not an image: pass a path, a PIL image or a numpy array")
+
+    def _detect(self, item: _Item) -> _Item:
+        item.faces = self.detector.detect(item.rgb)
+        item.crops = [self.crop(item.rgb, f) for f in item.faces]
+        return item
+
+    def _results(self, item: _Item) -> list[FaceResult]:
+        out = []
+        for i, face in enumerate(item.faces):
+            p = item.probs[i]
+            out.append(FaceResult(tuple(float(v) for v in face.box), face.score, {c: float(v) for c, v in zip(self.labels, p)},
+                                  self.labels[int(np.argmax(p))],
+                                  None if face.landmarks is None else np.round(face.landmarks.astype(float), 1).tolist(),
+                                  item.frame, item.time, None if item.tracks is None else item.tracks[i]))
+        return out
+
+    def predict(self, image: Any) -> list[FaceResult]:
+        """Every face in one image (path, PIL image or RGB array), left to right; [] when there is none."""
+        item = self._detect(_Item(str(image) if isinstance(image, (str, Path)) else "<image>", rgb=self._to_rgb(image)))
+        item.probs = self.classify(item.crops)
+        return self._results(item)
+
+    # ---- streams ------------------------------------------------------------------------------------------------
+    def _batched(self, items: Iterable[_Item]) -> Iterator[_Item]:
+        """Classify the crops of consecutive items together, `batch_size` at a time; items come out in order."""
+        pending: list[_Item] = []
+        n = 0
+
+        def flush() -> Iterator[_Item]:
+            crops = [c for it in pending for c in it.crops]
+            probs = self.classify(crops)
+            k = 0
+            for it in pending:
+                it.probs = probs[k:k + len(it.crops)]
+                k += len(it.crops)
+                yield it
+
+        for item in items:
+            pending.append(item)
+            n += len(item.crops)
+            if n >= self.batch_size:
+                yield from flush()
+                pending, n = [], 0
+        yield from flush()
+
+    def rows(self, item: _Item) -> list[dict[str, Any]]:
+        """Table rows for one item: one per face, or one row with an empty face (and `error` for bad files)."""
+        results = [] if item.error else self._results(item)
+        return result_rows(item.file, results, self.labels, item.frame, item.time, item.error)
+
+    def frame_of(self, rows: list[dict]) -> pd.DataFrame:
+        cols = BASE_COLUMNS + self.labels + ["label", "landmarks", "error"]
+        df = pd.DataFrame(rows, columns=cols)
+        for c in ("frame", "track"):
+            df[c] = df[c].astype("Int64")
+        return df
+
+    def iter_images(self, paths: Iterable[str | Path], show: bool = False, keep_rgb: bool = False) -> Iterator[_Item]:
+        """Detected and classified items for image files; a bad file becomes an item with `error` set."""
+        paths = list(paths)
+
+        def produce() -> Iterator[_Item]:
+            for p in progress(paths, show, desc="images", unit="img"):
+                try:
+                    yield self._detect(_Item(str(p), rgb=self._to_rgb(p)))
+                except BadInputError as exc:
+                    yield _Item(str(p), error=exc.problem)
+
+        for item in self._batched(produce()):
+            if not keep_rgb:
+                item.rgb = None
+            yield item
+
+    def predict_folder(self, path: str | Path, recursive: bool = True, show: bool = False) -> pd.DataFrame:
+        """One row per face for every image under a folder (recursive), plus rows for face-less and bad files."""
+        files = collect_inputs([path], recursive)
+        return self.frame_of([r for item in self.iter_images(files.images, show) for r in self.rows(item)])
+
+    def iter_video(self, source: str | Path | int, every: int = 1, fps: float | None = None, show: bool = False,
+                   keep_rgb: bool = False, info_out: list | None = None) -> Iterator[_Item]:
+        """Classified, tracked frames of a video (or webcam index), decoded as a stream."""
+        from .tracking import IoUTracker
+
+        cap, info = open_video(source)
+        if info_out is not None:
+            info_out.append(info)
+        step = frame_step(info.fps, every, fps)
+        tracker = IoUTracker(max_age=max(2, int(round(info.fps / step))))  # keep ids through ~1 s of misses
+        name = str(source)
+        total = (info.frames + step - 1) // step if info.frames else None
+
+        def produce() -> Iterator[_Item]:
+            for index, rgb in progress(iter_frames(cap, info, step), show, total=total, desc=Path(name).name, unit="frame"):
+                item = self._detect(_Item(name, rgb=rgb, frame=index, time=round(index / info.fps, 4)))
+                item.tracks = tracker.update([f.box for f in item.faces])
+                yield item
+
+        for item in self._batched(produce()):
+            if not keep_rgb:
+                item.rgb = None
+            yield item
+
+    def predict_video(self, source: str | Path | int, every: int = 1, fps: float | None = None, show: bool = False) -> pd.DataFrame:
+        """One row per face per processed frame (a face-less frame gives one empty row): frame, time, track..."""
+        return self.frame_of([r for item in self.iter_video(source, every, fps, show) for r in self.rows(item)])
+
+
+def result_rows(file: str, results: list[FaceResult], labels: list[str], frame: int | None = None, time: float | None = None,
+                error: str | None = None) -> list[dict[str, Any]]:
+    """The table rows of one image or frame: one per face, or one empty row when there is no face (or an error)."""
+    base = {"file": file, "frame": frame, "time": time}
+    if error or not results:
+        return [{**base, "track": None, "x": None, "y": None, "w": None, "h": None, "score": None,
+                 **{c: None for c in labels}, "label": None, "landmarks": None, "error": error}]
+    rows = []
+    for r in results:
+        x, y, w, h = (round(v, 1) for v in r.box)
+        rows.append({**base, "track": r.track, "x": x, "y": y, "w": w, "h": h, "score": round(r.score, 4),
+                     **{c: round(r.probs[c], 5) for c in labels}, "label": r.label,
+                     "landmarks": None if r.landmarks is None else json.dumps(r.landmarks), "error": None})
+    return rows
+
+
+@dataclass
+class Inputs:
+    images: list[Path] = field(default_factory=list)
+    videos: list[Path] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def collect_inputs(specs: Iterable[str | Path], recursive: bool = True) -> Inputs:
+    """Expand files, folders (recursive) and glob patterns into image and video lists (sorted, de-duplicated)."""
+    out = Inputs()
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        if p in seen:
+            return
+        seen.add(p)
+        (out.videos if p.suffix.lower() in VIDEO_EXTENSIONS else out.images).append(p)
+
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            it = p.rglob("*") if recursive else p.glob("*")
+            for f in sorted(x for x in it if x.is_file() and not x.name.startswith(".")):
+                if f.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS:
+                    add(f)
+        elif p.exists():
+            add(p)  # an explicitly named file is tried whatever its extension: a bad one gets a clear error row
+        elif any(ch in str(spec) for ch in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(str(spec), recursive=True) if Path(m).is_file())
+            if not matches:
+                out.missing.append(f"{spec}: no file matches this pattern")
+            for m in matches:
+                add(m)
+        else:
+            out.missing.append(f"{spec}: file not found")
+    return out

@@ -1,0 +1,153 @@
+"""`emotune predict`: run the Recognizer over images, folders, globs, videos or a webcam and write the results."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import ConfigError
+from .inference.output import FORMATS, annotate, plot_timeline, render, save_image, write_table
+
+
+def add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", help="images, folders (searched recursively), glob patterns or videos")
+    p.add_argument("--webcam", type=int, help="also read this webcam index (stop with Ctrl-C)")
+    p.add_argument("--model", default=None, help="run folder, model card .json, .safetensors or .onnx (default: the bundled model)")
+    p.add_argument("--detector", default="yunet", help="face detector: yunet (default), haar, mediapipe, none (see `emotune detectors`)")
+    p.add_argument("--detector-model", help="model file for detectors that take one (mediapipe .tflite, another YuNet .onnx)")
+    p.add_argument("--scene", action="store_true", help="classify each whole image, no face detection")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"], help="auto: onnxruntime on CPU, PyTorch on GPU")
+    p.add_argument("--batch-size", type=int, default=32, help="faces classified together (default: 32)")
+    p.add_argument("--every", type=int, default=1, help="videos: process every Nth frame (default: 1)")
+    p.add_argument("--fps", type=float, help="videos: process about this many frames per second (overrides --every)")
+    p.add_argument("--format", choices=FORMATS, help="table (default on a terminal), csv, json or jsonl; "
+                                                       "default for --output: from its extension")
+    p.add_argument("--output", "-o", help="write the results to this file (atomically)")
+    p.add_argument("--annotate", metavar="DIR", help="write annotated images (and annotated videos) to DIR")
+    p.add_argument("--timeline", metavar="DIR", help="write a per-track probability timeline PNG per video (default: --annotate DIR)")
+    p.add_argument("--min-score", type=float, default=0.6, help="minimum face detection score (default: 0.6)")
+    p.add_argument("--det-max-side", type=int, default=640, help="shrink images to this longest side for detection (default: 640)")
+    p.add_argument("--margin", type=float, default=1.0, help="crop margin: >1 zooms out around the face (default: 1.0)")
+    p.add_argument("--no-align", action="store_true", help="square box crops instead of landmark alignment")
+    p.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _out_format(args: argparse.Namespace) -> str:
+    if args.format:
+        return args.format
+    if args.output:
+        ext = Path(args.output).suffix.lower().lstrip(".")
+        if ext in ("csv", "json", "jsonl"):
+            return ext
+        raise ConfigError(f"--output {args.output}: say --format csv|json|jsonl|table (unknown extension)")
+    return "table"
+
+
+def _unique(path: Path, used: set[Path]) -> Path:
+    stem, k = path.stem, 1
+    while path in used:
+        path = path.with_name(f"{stem}_{k}{path.suffix}")
+        k += 1
+    used.add(path)
+    return path
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .inference import Recognizer, collect_inputs
+    from .inference.video import VideoWriter
+
+    if not args.paths and args.webcam is None:
+        raise ConfigError("give at least one image, folder, glob or video (or --webcam INDEX)")
+    fmt = _out_format(args)
+    inputs = collect_inputs(args.paths, recursive=not args.no_recursive)
+    for m in inputs.missing:
+        print(f"emotune: skipped {m}", file=sys.stderr)
+    sources: list = [*inputs.videos] + ([args.webcam] if args.webcam is not None else [])
+    if not inputs.images and not sources:
+        raise ConfigError("nothing to process: no image or video found in " + ", ".join(map(str, args.paths)))
+    rec = Recognizer(args.model, args.detector, args.detector_model, args.device, args.backend, args.batch_size, args.margin,
+                     not args.no_align, args.scene, args.det_max_side, args.min_score)
+    show = not args.no_progress
+    ann = Path(args.annotate) if args.annotate else None
+    timeline_dir = Path(args.timeline) if args.timeline else ann
+    used: set[Path] = set()
+    rows: list[dict] = []
+    ok = failed = 0
+
+    for item in rec.iter_images(inputs.images, show, keep_rgb=ann is not None):
+        rows += rec.rows(item)
+        if item.error:
+            failed += 1
+            print(f"emotune: skipped {item.file}: {item.error}", file=sys.stderr)
+            continue
+        ok += 1
+        if ann is not None:
+            name = Path(item.file)
+            save_image(annotate(item.rgb, rec._results(item), rec.labels), _unique(ann / f"{name.stem}_emotune.jpg", used))
+
+    for src in sources:
+        from .errors import BadInputError
+
+        info_out: list = []
+        writer = None
+        video_rows: list[dict] = []
+        try:
+            for item in rec.iter_video(src, args.every, args.fps, show, keep_rgb=ann is not None, info_out=info_out):
+                video_rows += rec.rows(item)
+                if ann is not None:
+                    if writer is None:
+                        info = info_out[0]
+                        h, w = item.rgb.shape[:2]
+                        step = max(1, round(info.fps / args.fps)) if args.fps else max(1, args.every)
+                        stem = f"webcam{src}" if isinstance(src, int) else Path(src).stem
+                        writer = VideoWriter(_unique(ann / f"{stem}_emotune.mp4", used), info.fps / step, (w, h))
+                    writer.write(annotate(item.rgb, rec._results(item), rec.labels))
+        except BadInputError as exc:
+            failed += 1
+            print(f"emotune: skipped {exc.where}: {exc.problem}", file=sys.stderr)
+            rows += rec.rows(_error_item(str(src), exc.problem))
+            if writer is not None:
+                writer.close(ok=False)
+            continue
+        except KeyboardInterrupt:
+            if not isinstance(src, int):
+                raise
+        if writer is not None:
+            writer.close()
+        info = info_out[0]
+        if info.broken_frames or info.problems:
+            print(f"emotune: {src}: " + "; ".join([f"{info.broken_frames} unreadable frame(s) skipped"] * bool(info.broken_frames)
+                                                   + info.problems), file=sys.stderr)
+        if not video_rows:
+            failed += 1
+            print(f"emotune: skipped {src}: no frame could be decoded", file=sys.stderr)
+            rows += rec.rows(_error_item(str(src), "no frame could be decoded"))
+            continue
+        ok += 1
+        rows += video_rows
+        if timeline_dir is not None:
+            stem = f"webcam{src}" if isinstance(src, int) else Path(src).stem
+            plot_timeline(rec.frame_of(video_rows), rec.labels, _unique(timeline_dir / f"{stem}_timeline.png", used), str(src))
+
+    df = rec.frame_of(rows)
+    if args.output:
+        write_table(df, args.output, fmt, rec.labels)
+        n_faces = int(df["label"].notna().sum())
+        print(f"emotune: {n_faces} face(s) in {ok} input(s) -> {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(render(df, fmt, rec.labels))
+    if failed:
+        print(f"emotune: {failed} input(s) could not be processed, {ok} could", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def _error_item(name: str, problem: str):
+    from .inference.recognizer import _Item
+
+    return _Item(name, error=problem)
+
+
