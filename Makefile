@@ -1,4 +1,4 @@
-# Two entry points: `make demo` (set up, then run emotune on a bundled example) and `make test`.
+# Two entry points: `make demo` (set up, then `emotune predict` on a bundled photo with the bundled model) and `make test`.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
+# matplotlib ships this public-domain photo of Grace Hopper
+EXAMPLE = $$($(BIN)/python -c "import matplotlib.cbook as c; print(c.get_sample_data('grace_hopper.jpg', asfileobj=False))")
+
 demo: venv
-	$(BIN)/emotune demo --shared $(SHARED) --out runs/demo
+	$(BIN)/emotune predict "$(EXAMPLE)" --annotate runs/demo
 
 test: venv
 	$(BIN)/python -m pytest -q

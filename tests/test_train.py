@@ -195,3 +195,22 @@ def test_cli_errors_are_one_clear_line(tmp_path):
     out = subprocess.run(_cli("train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")), capture_output=True, text=True)
     assert out.returncode == 2
     assert "nope" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path, faces):
+    """Multi-process data parallel training (torchrun + gloo on the CPU; NCCL on GPUs): each rank gets half the
+    data, rank 0 alone writes the run folder, and the result reloads like a single-process run."""
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "emotune.cli", "train",
+           "--data", str(faces), "--backbone", "mobilenetv2", "--img-size", "32", "--epochs", "2", "--batch-size", "8",
+           "--workers", "0", "--threads", "1", "--no-progress", "--strategy", "gradual", "--out", str(run)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("run: ") == 1  # only rank 0 reports
+    rows = read_log(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert int(rows[1]["trainable_params"]) > int(rows[0]["trainable_params"])  # gradual unfreezing under DDP
+    model, card = load_checkpoint(run)
+    assert card.metrics["epoch"] in (1, 2)
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in _field_types() if getattr(args, k, None) is not None}
     cfg = make_config(overrides, args.config)
     result = train(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
+        return 0
     best = ", ".join(f"{k} {v:.4f}" for k, v in result.best_metrics.items())
     print(f"run: {result.run_dir}  epochs: {result.epochs_run}  best epoch: {result.best_epoch}  {best}")
     if result.skipped:

@@ -60,7 +60,8 @@ def iter_frames(cap, info: VideoInfo, step: int = 1, max_failures: int = 25) -> 
 
     A frame that fails to decode is skipped and decoding goes on; failures count as broken frames once a later frame
     decodes (failures at the very end are just a container that over-reports its length). `max_failures` failures in
-    a row end the video, recorded in `info.problems` when the container promised more frames.
+    a row end the video, recorded in `info.problems` when the container promised clearly more frames (more than
+    `max(5, 5%)` of its count: a truncated file), however short the video.
     """
     import cv2
 
@@ -83,8 +84,9 @@ def iter_frames(cap, info: VideoInfo, step: int = 1, max_failures: int = 25) -> 
                 info.decoded_frames += 1
                 yield index - 1, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         last_good = index - failures
-        if info.frames and last_good < info.frames - max_failures:
-            info.problems.append(f"stopped after frame {last_good - 1} of {info.frames}: {failures} unreadable frames in a row")
+        if info.frames and last_good < info.frames - max(5, info.frames // 20):
+            info.problems.append(f"stopped after frame {last_good - 1} of the {info.frames} the container announces "
+                                 "(truncated or unreadable from there on)")
     finally:
         cap.release()
 

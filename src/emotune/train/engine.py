@@ -54,7 +54,60 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def pick_device(name: str) -> torch.device:
+@dataclass
+class Dist:
+    """torchrun's process layout: one process per GPU (or CPU process with gloo); rank 0 writes the run folder."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_name: str) -> Dist:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1); otherwise a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as tdist
+
+    d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(d.local_rank)
+    if not tdist.is_initialized():
+        tdist.init_process_group("nccl" if use_cuda else "gloo")
+    return d
+
+
+def all_sum(values: list[float], dist: Dist, device: torch.device) -> list[float]:
+    if not dist.enabled:
+        return values
+    import torch.distributed as tdist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    tdist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier(dist: Dist) -> None:
+    if dist.enabled:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+
+
+def pick_device(name: str, dist: Dist | None = None) -> torch.device:
+    if dist is not None and dist.enabled:
+        on_gpu = torch.cuda.is_available() and (name == "auto" or name.startswith("cuda"))
+        return torch.device(f"cuda:{dist.local_rank}") if on_gpu else torch.device("cpu")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
@@ -117,10 +170,17 @@ def build_data(cfg: TrainConfig, size: int, mean, std) -> DataBundle:
     return DataBundle(labels, train_ds, val_ds, soft, tr_prep.skipped + va_prep.skipped, describe)
 
 
-def make_loaders(cfg: TrainConfig, data: DataBundle, device: torch.device) -> tuple[DataLoader, DataLoader]:
+def make_loaders(cfg: TrainConfig, data: DataBundle, device: torch.device, dist: Dist = Dist()) -> tuple[DataLoader, DataLoader]:
     common = dict(num_workers=cfg.workers, pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0)
     sampler = None
-    if cfg.class_balance == "sampler":
+    if dist.enabled:
+        if cfg.class_balance == "sampler":
+            raise ConfigError("--class-balance sampler is not supported with torchrun; use --class-balance loss")
+        from torch.utils.data.distributed import DistributedSampler
+
+        # each process sees its own 1/world of the data every epoch (reshuffled by set_epoch)
+        sampler = DistributedSampler(data.train, dist.world, dist.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    elif cfg.class_balance == "sampler":
         counts = np.bincount(data.train.targets, minlength=len(data.labels)).astype(float)
         weights = 1.0 / counts[np.asarray(data.train.targets)]
         sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(weights), replacement=True,
@@ -250,12 +310,14 @@ def train(cfg: TrainConfig) -> TrainResult:
         cfg.resume = False
     if not cfg.resume and state_path.is_file():
         raise ConfigError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
-    run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    dist = setup_distributed(cfg.device)
+    if dist.main:
+        run.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed, cfg.deterministic)
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.device, dist)
 
     mcfg = get_model_config(cfg.backbone)
     size = cfg.img_size or mcfg.input_size
@@ -267,7 +329,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     cuda = device.type == "cuda"
     if cuda and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    train_loader, val_loader = make_loaders(cfg, data, device)
+    train_loader, val_loader = make_loaders(cfg, data, device, dist)
     optimizer = build_optimizer(model, cfg)
     steps_per_epoch = max(len(train_loader), 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch), cfg.min_lr / cfg.lr))
@@ -305,11 +367,19 @@ def train(cfg: TrainConfig) -> TrainResult:
                                "optimizer": cfg.optimizer, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed})
     stopped_early = False
     epoch = start_epoch - 1
+    show = cfg.progress and dist.main
     for epoch in range(start_epoch, cfg.epochs):
         trainable = set_trainable(model, cfg, epoch)
         apply_train_mode(model, cfg)
+        net = model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # wrapped per epoch: DDP fixes its set of trainable parameters when built, and gradual unfreezing changes it
+            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            train_loader.sampler.set_epoch(epoch)
         t0, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
-        bar = progress(train_loader, cfg.progress, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
+        bar = progress(train_loader, show, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if cuda and cfg.channels_last:
@@ -318,7 +388,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             if mixer is not None:
                 x, y = mixer(x, y)
             with autocast:
-                logits = model(x)
+                logits = net(x)
                 loss = criterion(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -332,6 +402,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             seen += n
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
         train_secs = time.perf_counter() - t0
+        loss_sum, correct, seen = all_sum([loss_sum, correct, seen], dist, device)
         eval_model = ema.module if ema is not None else model
         probs, targets, val_loss = predict_probs(eval_model, val_loader, device, tta=cfg.tta)
         m = compute_metrics(targets, probs.argmax(1), data.labels, loss=val_loss)
@@ -343,14 +414,21 @@ def train(cfg: TrainConfig) -> TrainResult:
         score = monitor_value(m, cfg.monitor)
         improved = score > best_score
         card.metrics = {"epoch": epoch + 1, "val": m.summary(), "val_per_class": {c.label: round(c.f1, 4) for c in m.per_class}}
+        if improved:
+            best_score, best_epoch, bad_epochs = score, epoch + 1, 0
+        else:
+            bad_epochs += 1
+        if not dist.main:  # every process validated the same weights; rank 0 alone writes the run folder
+            barrier(dist)
+            if cfg.patience and bad_epochs >= cfg.patience:
+                stopped_early = True
+                break
+            continue
         # Order matters for kill -9: weights first, then the train state (the commit point), then derived files
         # (log, plots), which a resume rewrites from the state's history.
         save_checkpoint(run / "last", eval_model, card)
         if improved:
-            best_score, best_epoch, bad_epochs = score, epoch + 1, 0
             save_checkpoint(run / "best", eval_model, card)
-        else:
-            bad_epochs += 1
         parts = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "rng": rng_state(), "loader_rng": train_loader.generator.get_state(), "history": history,
                  "progress": {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "bad_epochs": bad_epochs}}
@@ -361,6 +439,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         plot_curves(run, history)
         if improved:
             plot_confusion(m, run / "val_confusion.png", title=f"val, epoch {epoch + 1}")
+        barrier(dist)
         if cfg.progress:
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  "
                        f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} macro-F1 {row['val_macro_f1']:.4f}  "
@@ -370,6 +449,12 @@ def train(cfg: TrainConfig) -> TrainResult:
             break
     best = next((h for h in history if h["epoch"] == best_epoch), {})
     result = TrainResult(run, best_epoch, {k: v for k, v in best.items() if k.startswith("val_")}, len(history), history, data.skipped, stopped_early)
+    if dist.enabled:
+        import torch.distributed as tdist
+
+        tdist.destroy_process_group()
+    if not dist.main:
+        return result
     atomic_write_json(run / "summary.json", {"best_epoch": best_epoch, "monitor": cfg.monitor, "best": result.best_metrics,
                                              "epochs_run": len(history), "stopped_early": stopped_early, "data": data.describe,
                                              "skipped": [s.__dict__ for s in data.skipped]})
