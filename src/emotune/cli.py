@@ -141,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--check-samples", type=int, default=16, help="random inputs for the parity check (default: 16)")
     x.set_defaults(func=cmd_export)
 
+    from .protocols.cascade import add_cascade_arguments, run_cascade_command
+
+    c = sub.add_parser("cascade", help="multi-stage fine-tuning: ImageNet -> large face set -> small target set",
+                       description="Run the stages of a cascade YAML in order; each starts from the best checkpoint of the "
+                                   "stage before, with the head remapped by label name. Completed stages are skipped, an "
+                                   "interrupted one resumes.")
+    add_cascade_arguments(c)
+    c.set_defaults(func=run_cascade_command)
+
     m = sub.add_parser("models", help="list the registered backbones")
     m.set_defaults(func=cmd_models)
 

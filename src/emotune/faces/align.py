@@ -53,6 +53,9 @@ def crop_face(rgb: np.ndarray, face: Face, size: int, margin: float = 1.0, align
         m = box_matrix(face.box, size, margin)
     zoom = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))  # output pixels per input pixel
     k = int(min(4, max(1, np.floor(1 / max(zoom, 1e-6)))))
-    big = cv2.warpAffine(rgb, m * np.float32(k) if k > 1 else m, (size * k, size * k), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REPLICATE)
+    if k > 1:
+        # output pixel q averages big pixels k*q .. k*q+k-1, whose centre is k*q + (k-1)/2: shift so the mean lands on q
+        m = m * np.float32(k)
+        m[:, 2] += (k - 1) / 2
+    big = cv2.warpAffine(rgb, m, (size * k, size * k), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return big if k == 1 else cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA)

@@ -206,7 +206,7 @@ for _cfg in (
     DetectorConfig("yunet", YuNetDetector, "OpenCV YuNet, bundled ONNX (default): fast, 5 landmarks", True, license="MIT"),
     DetectorConfig("haar", HaarDetector, "OpenCV frontal Haar cascade: no landmarks, frontal only", False, license="BSD-3-Clause"),
     DetectorConfig("mediapipe", MediaPipeDetector, "MediaPipe Tasks BlazeFace: needs mediapipe and a .tflite file", True,
-                   needs_file=True, license="Apache-2.0", extra="mediapipe"),
+                   needs_file=True, license="Apache-2.0"),
     DetectorConfig("none", WholeImage, "no detection: the whole image is the face (pre-cropped faces, scene mode)", False),
 ):
     register_detector(_cfg)

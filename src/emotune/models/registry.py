@@ -90,14 +90,25 @@ def is_local_file(pretrained: str) -> bool:
 
 
 def create_model(name: str, num_classes: int, pretrained: str | bool | None = None, img_size: int | None = None,
-                 in_chans: int = 3, drop_rate: float = 0.0) -> nn.Module:
-    """Build a backbone with an `num_classes` head; see the module docstring for `pretrained`."""
+                 in_chans: int = 3, drop_rate: float = 0.0, labels: list[str] | None = None) -> nn.Module:
+    """Build a backbone with an `num_classes` head; see the module docstring for `pretrained`.
+
+    `pretrained` may also be an emotune checkpoint (run folder, card or .safetensors): its backbone is loaded and its
+    head remapped onto `labels` by name (cascaded fine-tuning)."""
+    from .transfer import init_from_checkpoint, is_emotune_checkpoint
+
     cfg = get_model_config(name)
     kwargs: dict[str, Any] = dict(cfg.kwargs, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
     if cfg.fixed_size and img_size:
         kwargs["img_size"] = img_size
     if pretrained in (None, False, "", "none", "random"):
         return timm.create_model(cfg.timm_name, pretrained=False, **kwargs)
+    if isinstance(pretrained, (str, Path)) and is_emotune_checkpoint(pretrained):
+        if labels is None or len(labels) != num_classes:
+            raise ConfigError("starting from an emotune checkpoint needs the new stage's labels (one per class)")
+        model = reset_head(timm.create_model(cfg.timm_name, pretrained=False, **kwargs))
+        model.head_remap = init_from_checkpoint(model, pretrained, list(labels))
+        return model
     if pretrained is True or pretrained == "hub":
         if not cfg.hub_name:
             raise ConfigError(f"{name}: no default hub weights; pass a tag or a local file")

@@ -53,6 +53,7 @@ class TrainConfig:
     warmup_epochs: float = opt(1.0, "linear warm-up length in epochs, then cosine decay")
     min_lr: float = opt(1e-6, "final learning rate of the cosine schedule")
     strategy: str = opt("full", "fine-tuning strategy", ("full", "linear_probe", "gradual", "layerwise"))
+    freeze: list[str] = opt([], "parameter-name prefixes kept frozen the whole run (comma list), e.g. conv_stem,blocks.0,blocks.1")
     layer_decay: float = opt(0.7, "layerwise: learning-rate factor per layer group going down from the head")
     unfreeze_every: int = opt(1, "gradual: epochs between unfreezing the next layer group (top down)")
     label_smoothing: float = opt(0.1, "label smoothing of the cross-entropy")

@@ -212,6 +212,13 @@ def set_trainable(model: nn.Module, cfg: TrainConfig, epoch: int) -> int:
             trainable.update(names)
     else:
         trainable = {n for n, _ in model.named_parameters()}
+    if cfg.freeze:
+        names = [n for n, _ in model.named_parameters()]
+        unmatched = [f for f in cfg.freeze if not any(n == f or n.startswith(f.rstrip(".") + ".") for n in names)]
+        if unmatched:
+            tops = sorted({n.split(".")[0] for n in names})
+            raise ConfigError(f"freeze: {unmatched} match no parameter of {cfg.backbone}; its top-level modules are {tops}")
+        trainable = {n for n in trainable if not any(n == f or n.startswith(f.rstrip(".") + ".") for f in cfg.freeze)}
     count = 0
     for n, p in model.named_parameters():
         p.requires_grad_(n in trainable)
@@ -325,7 +332,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     mean, std = (mcfg.mean[:1], mcfg.std[:1]) if in_chans == 1 else (mcfg.mean, mcfg.std)
     data = build_data(cfg, size, mean, std)
     k = len(data.labels)
-    model = create_model(cfg.backbone, k, cfg.pretrained, img_size=size, in_chans=in_chans, drop_rate=cfg.drop_rate).to(device)
+    model = create_model(cfg.backbone, k, cfg.pretrained, img_size=size, in_chans=in_chans, drop_rate=cfg.drop_rate,
+                         labels=list(data.labels)).to(device)
+    remap = getattr(model, "head_remap", None)
     cuda = device.type == "cuda"
     if cuda and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -364,7 +373,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     card = ModelCard(backbone=cfg.backbone, labels=list(data.labels), input_size=size, mean=list(mean), std=list(std),
                      channels=cfg.channels, in_chans=in_chans, license=mcfg.license,
                      training={"data": data.describe, "pretrained": cfg.pretrained, "epochs": cfg.epochs, "strategy": cfg.strategy,
-                               "optimizer": cfg.optimizer, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed})
+                               "optimizer": cfg.optimizer, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed,
+                               **({"head_remap": remap.__dict__} if remap is not None else {})})
     stopped_early = False
     epoch = start_epoch - 1
     show = cfg.progress and dist.main

@@ -1,0 +1,79 @@
+"""Start a model from another emotune checkpoint (cascaded fine-tuning), remapping the head by label name.
+
+Stage 2 of ImageNet -> FER2013 -> CK+ keeps FER2013's whole backbone and, for every label the two stages share,
+that label's row of the classifier; labels new to this stage (e.g. contempt) start from the usual small init.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from ..errors import CheckpointError
+from ..io import sha256_file
+from .card import read_card
+
+
+@dataclass
+class HeadRemap:
+    """What happened to the classifier when a checkpoint started a new stage."""
+
+    source: str
+    kept: list[str] = field(default_factory=list)  # labels whose classifier row came from the checkpoint
+    new: list[str] = field(default_factory=list)  # labels that start fresh
+    dropped: list[str] = field(default_factory=list)  # checkpoint labels this stage does not use
+
+
+def is_emotune_checkpoint(spec: str | Path | None) -> bool:
+    """A run folder, a model card .json, or a .safetensors with its card beside it."""
+    if not spec or spec in ("hub", "none"):
+        return False
+    p = Path(spec)
+    if p.is_dir():
+        return any((p / n).is_file() for n in ("best.json", "model.json", "last.json"))
+    if p.suffix == ".json":
+        return p.is_file()
+    return p.suffix == ".safetensors" and p.with_suffix(".json").is_file()
+
+
+def init_from_checkpoint(model: nn.Module, spec: str | Path, labels: list[str]) -> HeadRemap:
+    """Load a checkpoint's backbone into `model` (same architecture required) and remap its head to `labels`."""
+    from .registry import classifier_prefix
+
+    card, card_path = read_card(spec)
+    weights = card_path.parent / card.weights_file
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: weights named by {card_path} not found")
+    if card.sha256 and sha256_file(weights) != card.sha256:
+        raise CheckpointError(f"{weights}: sha256 does not match its model card {card_path}")
+    src = load_file(str(weights))
+    head = classifier_prefix(model)
+    dst = model.state_dict()
+    is_head = lambda k: k == head or k.startswith(head + ".")  # noqa: E731
+    body_src = {k for k in src if not is_head(k)}
+    body_dst = {k for k in dst if not is_head(k)}
+    if body_src != body_dst:
+        diff = sorted(body_src ^ body_dst)[:3]
+        raise CheckpointError(f"{card_path}: a {card.backbone} checkpoint does not fit this backbone (e.g. {diff}); "
+                              "a cascade keeps one backbone across stages")
+    new_state = {}
+    for k in body_dst:
+        if src[k].shape != dst[k].shape:
+            raise CheckpointError(f"{card_path}: tensor {k} is {tuple(src[k].shape)}, this model needs {tuple(dst[k].shape)} "
+                                  "(different input channels? keep --channels the same across stages)")
+        new_state[k] = src[k]
+    remap = HeadRemap(str(card_path), [c for c in labels if c in card.labels], [c for c in labels if c not in card.labels],
+                      [c for c in card.labels if c not in labels])
+    for k in (k for k in dst if is_head(k)):
+        if k not in src or src[k].ndim == 0 or src[k].shape[1:] != dst[k].shape[1:] or src[k].shape[0] != len(card.labels):
+            continue  # not a per-class tensor of a linear head: keep the fresh init
+        t = dst[k].clone()
+        for i, c in enumerate(labels):
+            if c in card.labels:
+                t[i] = src[k][card.labels.index(c)]
+        new_state[k] = t
+    model.load_state_dict(new_state, strict=False)
+    return remap
