@@ -33,6 +33,7 @@ class Sample:
     subject: str | None = None
     split: str | None = None
     source: str = ""
+    dataset: str = ""  # the named source when several datasets are merged
     pixels: np.ndarray | None = field(default=None, compare=False, repr=False)
     soft: Mapping[str, float] | None = field(default=None, compare=False)
 

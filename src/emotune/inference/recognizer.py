@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.images import image_from_array, read_image
-from ..errors import BadInputError, CheckpointError, ConfigError, EmotuneError
+from ..errors import BadInputError, CheckpointError, ConfigError
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
 from ..io import sha256_file
 from ..models.card import ModelCard, load_checkpoint, read_card
@@ -103,7 +103,7 @@ def load_backend(model: str | Path | None, device: str = "cpu", backend: str = "
     if backend == "onnx" or (backend == "auto" and device == "cpu"):
         try:
             return card, OnnxBackend(cached_onnx(torch_model, card), threads)
-        except (ImportError, OSError, EmotuneError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any export/runtime failure falls back to PyTorch in auto mode
             if backend == "onnx":
                 raise ConfigError(f"onnx backend unavailable: {exc}") from None
             log.warning("onnxruntime path unavailable (%s); using PyTorch", exc)
@@ -210,7 +210,8 @@ class Recognizer:
         for item in items:
             pending.append(item)
             n += len(item.crops)
-            if n >= self.batch_size:
+            # items without faces count too: a long face-less stretch must not pile up frames in memory
+            if n >= self.batch_size or len(pending) >= self.batch_size:
                 yield from flush()
                 pending, n = [], 0
         yield from flush()
@@ -245,6 +246,8 @@ class Recognizer:
 
     def predict_folder(self, path: str | Path, recursive: bool = True, show: bool = False) -> pd.DataFrame:
         """One row per face for every image under a folder (recursive), plus rows for face-less and bad files."""
+        if not Path(path).is_dir():
+            raise BadInputError(path, "not a folder (predict_folder takes a folder; predict takes one image)")
         files = collect_inputs([path], recursive)
         return self.frame_of([r for item in self.iter_images(files.images, show) for r in self.rows(item)])
 

@@ -14,8 +14,8 @@ import yaml
 from ..errors import ConfigError
 
 
-def opt(default: Any, help: str, choices: tuple | None = None, **kw) -> Any:
-    meta = {"help": help, "choices": choices}
+def opt(default: Any, help: str, choices: tuple | None = None, yaml_only: bool = False, **kw) -> Any:
+    meta = {"help": help, "choices": choices, "yaml_only": yaml_only}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -26,6 +26,8 @@ class TrainConfig:
     # data
     data: str = opt("", "training data: class-folder root, manifest CSV, fer2013.csv or FER+ split folder")
     val_data: str | None = opt(None, "validation data (same formats); default: a held-out fraction of --data")
+    sources: list[dict] = opt([], "YAML only: several datasets merged, each {name, data, val_data, weight, label_map, missing} "
+                                  "(see emotune.data.merge); replaces --data", yaml_only=True)
     data_format: str = opt("auto", "dataset format", ("auto", "folder", "manifest", "fer2013csv", "ferplus"))
     train_split: str | None = opt(None, "manifest `split` value or FER2013 Usage (train/val/test) to use for training")
     val_split: str | None = opt(None, "manifest `split` value or FER2013 Usage for validation (with --val-data or the same file)")
@@ -92,8 +94,10 @@ class TrainConfig:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(f"{f.name}: {getattr(self, f.name)!r} is not one of {list(choices)}")
-        if not self.data:
-            raise ConfigError("data: no training data given (--data PATH)")
+        if not self.data and not self.sources:
+            raise ConfigError("data: no training data given (--data PATH, or `sources:` in the YAML config)")
+        if self.data and self.sources:
+            raise ConfigError("give either data or sources, not both")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("epochs and batch_size must be at least 1")
         if not 0 <= self.val_fraction < 1:
@@ -118,6 +122,8 @@ def coerce(name: str, value: Any) -> Any:
     if value is None:
         return None
     if tp is list:
+        if name == "sources" and isinstance(value, str):
+            raise ConfigError("sources: give them as a list in the YAML config")
         return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value)
     if tp is bool and isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
@@ -157,6 +163,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (`--val-data`, `--ema/--no-ema`...), all defaulting to None (= not given)."""
     types_ = _field_types()
     for f in dataclasses.fields(TrainConfig):
+        if f.metadata.get("yaml_only"):
+            continue
         flag = "--" + f.name.replace("_", "-")
         tp = types_[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from ..progress import progress
 
 from ..data import AugmentConfig, EmotionDataset, Skipped, eval_transform, filter_labels, load_samples, prepare_samples, train_transform
+from ..data.merge import load_merged, parse_sources, source_sample_weights
 from ..data.splits import holdout_split, stratified_subset
 from ..errors import ConfigError
 from ..evaluate import Metrics, compute_metrics, plot_confusion, predict_probs
@@ -136,18 +137,32 @@ class DataBundle:
     soft: bool
     skipped: list[Skipped]
     describe: dict[str, Any]
+    sources: list = field(default_factory=list)  # SourceSpec per merged dataset
+
+    def per_source_metrics(self, targets: np.ndarray, preds: np.ndarray) -> dict[str, dict[str, float]]:
+        """Validation metrics of each merged source (empty for a single dataset)."""
+        if not self.sources:
+            return {}
+        names = np.array([s.dataset for s in self.val.samples])
+        return {src.name: compute_metrics(targets[names == src.name], preds[names == src.name], self.labels).summary()
+                for src in self.sources if (names == src.name).any()}
 
 
 def build_data(cfg: TrainConfig, size: int, mean, std) -> DataBundle:
     """Read, split, filter, subset and validate the data; build train/val datasets with the model's preprocessing."""
-    train_s = load_samples(cfg.data, cfg.data_format, split=cfg.train_split, ferplus_mode=cfg.ferplus_mode)
-    if cfg.val_data or cfg.val_split:
-        val_s = load_samples(cfg.val_data or cfg.data, cfg.data_format, split=cfg.val_split, ferplus_mode=cfg.ferplus_mode)
-    elif cfg.val_fraction > 0:
-        train_s, val_s = holdout_split(train_s, cfg.val_fraction, cfg.seed)
+    merged = None
+    if cfg.sources:
+        merged = load_merged(parse_sources(cfg.sources), cfg.labels, cfg.seed, cfg.ferplus_mode, cfg.val_fraction, cfg.drop_labels)
+        train_s, val_s, labels = merged.train, merged.val, merged.labels
     else:
-        raise ConfigError("no validation data: give --val-data, --val-split or a --val-fraction above 0")
-    labels = resolve_labels(cfg.labels, [s.label for s in train_s if s.label not in cfg.drop_labels])
+        train_s = load_samples(cfg.data, cfg.data_format, split=cfg.train_split, ferplus_mode=cfg.ferplus_mode)
+        if cfg.val_data or cfg.val_split:
+            val_s = load_samples(cfg.val_data or cfg.data, cfg.data_format, split=cfg.val_split, ferplus_mode=cfg.ferplus_mode)
+        elif cfg.val_fraction > 0:
+            train_s, val_s = holdout_split(train_s, cfg.val_fraction, cfg.seed)
+        else:
+            raise ConfigError("no validation data: give --val-data, --val-split or a --val-fraction above 0")
+        labels = resolve_labels(cfg.labels, [s.label for s in train_s if s.label not in cfg.drop_labels])
     train_s = filter_labels(train_s, labels, cfg.drop_labels, where=cfg.data)
     val_s = filter_labels(val_s, labels, cfg.drop_labels, where=cfg.val_data or cfg.data)
     train_s = stratified_subset(train_s, cfg.max_train_samples, cfg.seed)
@@ -164,22 +179,31 @@ def build_data(cfg: TrainConfig, size: int, mean, std) -> DataBundle:
     missing = [c for c, n in counts.items() if n == 0]
     if missing:
         raise ConfigError(f"labels {missing} have no training images in {cfg.data}; drop them (--drop-labels) or add data")
-    describe = {"train": cfg.data, "val": cfg.val_data or f"{cfg.val_fraction:.0%} hold-out of train",
+    describe = {"train": cfg.data or "sources", "val": cfg.val_data or f"{cfg.val_fraction:.0%} hold-out of train",
                 "n_train": len(train_ds), "n_val": len(val_ds), "train_class_counts": counts,
-                "skipped": len(tr_prep.skipped) + len(va_prep.skipped), "soft_targets": soft}
-    return DataBundle(labels, train_ds, val_ds, soft, tr_prep.skipped + va_prep.skipped, describe)
+                "skipped": len(tr_prep.skipped) + len(va_prep.skipped), "soft_targets": soft,
+                **(merged.describe if merged is not None else {})}
+    specs = parse_sources(cfg.sources) if cfg.sources else []
+    return DataBundle(labels, train_ds, val_ds, soft, tr_prep.skipped + va_prep.skipped, describe, specs)
 
 
 def make_loaders(cfg: TrainConfig, data: DataBundle, device: torch.device, dist: Dist = Dist()) -> tuple[DataLoader, DataLoader]:
     common = dict(num_workers=cfg.workers, pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0)
     sampler = None
     if dist.enabled:
-        if cfg.class_balance == "sampler":
-            raise ConfigError("--class-balance sampler is not supported with torchrun; use --class-balance loss")
+        if cfg.class_balance == "sampler" or any(s.weight is not None for s in data.sources):
+            raise ConfigError("weighted draws (--class-balance sampler, source weights) are not supported with torchrun; "
+                              "use --class-balance loss")
         from torch.utils.data.distributed import DistributedSampler
 
         # each process sees its own 1/world of the data every epoch (reshuffled by set_epoch)
         sampler = DistributedSampler(data.train, dist.world, dist.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    elif data.sources and source_sample_weights(data.train.samples, data.sources) is not None:
+        if cfg.class_balance == "sampler":
+            raise ConfigError("per-source weights and --class-balance sampler both set the draws; use --class-balance loss")
+        weights = source_sample_weights(data.train.samples, data.sources)
+        sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(weights), replacement=True,
+                                        generator=torch.Generator().manual_seed(cfg.seed))
     elif cfg.class_balance == "sampler":
         counts = np.bincount(data.train.targets, minlength=len(data.labels)).astype(float)
         weights = 1.0 / counts[np.asarray(data.train.targets)]
@@ -424,6 +448,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         score = monitor_value(m, cfg.monitor)
         improved = score > best_score
         card.metrics = {"epoch": epoch + 1, "val": m.summary(), "val_per_class": {c.label: round(c.f1, 4) for c in m.per_class}}
+        per_source = data.per_source_metrics(np.asarray(targets), probs.argmax(1))
+        if per_source:
+            card.metrics["val_per_source"] = per_source
+            row["per_source"] = per_source
         if improved:
             best_score, best_epoch, bad_epochs = score, epoch + 1, 0
         else:
@@ -466,6 +494,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if not dist.main:
         return result
     atomic_write_json(run / "summary.json", {"best_epoch": best_epoch, "monitor": cfg.monitor, "best": result.best_metrics,
+                                             **({"best_per_source": best["per_source"]} if "per_source" in best else {}),
                                              "epochs_run": len(history), "stopped_early": stopped_early, "data": data.describe,
                                              "skipped": [s.__dict__ for s in data.skipped]})
     return result

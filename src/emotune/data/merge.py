@@ -1,0 +1,143 @@
+"""Merge datasets whose label sets differ into one training set, explicitly.
+
+Each source says how its labels map onto the model's (`label_map`, a label to another or to null = drop), which
+of the model's labels it lacks (`missing`: FER2013 has no contempt, CK+ has no neutral), and its share of the
+training draws (`weight`). A label a source lacks without saying so is an error, never a silent gap; validation
+keeps each sample's source, so the report gives per-source metrics.
+
+    sources:
+      - {name: fer2013, data: ../shared/data/fer2013/train, val_data: ../shared/data/fer2013/val, missing: [contempt]}
+      - {name: ckplus, data: ../shared/data/ckplus48, val_fraction: 0.2, weight: 0.3, missing: [neutral]}
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..taxonomy import canonical_label, resolve_labels
+from .sources import Sample, load_samples
+from .splits import holdout_split
+
+DROP = (None, "drop", "none", "")
+
+
+@dataclass
+class SourceSpec:
+    name: str
+    data: str
+    val_data: str | None = None
+    format: str = "auto"
+    split: str | None = None
+    val_split: str | None = None
+    val_fraction: float | None = None
+    weight: float | None = None  # share of training draws (relative); None for every source = natural sizes
+    label_map: dict[str, str | None] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+
+def parse_sources(raw: Sequence[dict[str, Any]]) -> list[SourceSpec]:
+    """Validate the `sources:` list of a config (names unique, keys known, maps onto canonical labels)."""
+    if not isinstance(raw, (list, tuple)) or not raw:
+        raise ConfigError("sources: expected a non-empty list of {name, data, ...} mappings")
+    known = {f.name for f in dataclasses.fields(SourceSpec)}
+    specs = []
+    for i, r in enumerate(raw):
+        if not isinstance(r, dict) or "data" not in r:
+            raise ConfigError(f"sources[{i}]: each source needs at least `data` (and a `name`)")
+        unknown = sorted(set(r) - known)
+        if unknown:
+            raise ConfigError(f"sources[{i}]: unknown key(s) {unknown}; known: {sorted(known)}")
+        r = {**r, "name": str(r.get("name") or f"source{i + 1}")}
+        lm = {canonical_label(k, f"sources[{i}].label_map"): (None if v in DROP else canonical_label(v, f"sources[{i}].label_map"))
+              for k, v in (r.get("label_map") or {}).items()}
+        missing = [canonical_label(m, f"sources[{i}].missing") for m in (r.get("missing") or [])]
+        specs.append(SourceSpec(**{**r, "label_map": lm, "missing": missing}))
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"sources: names must be unique, got {names}")
+    given = [s.weight is not None for s in specs]
+    if any(given) and not all(given):
+        raise ConfigError("sources: give a `weight` to every source or to none")
+    if any(given) and any(s.weight <= 0 for s in specs):
+        raise ConfigError("sources: weights must be positive")
+    return specs
+
+
+def _map(samples: list[Sample], spec: SourceSpec) -> list[Sample]:
+    out = []
+    for s in samples:
+        target = spec.label_map.get(s.label, s.label)
+        if target is None:
+            continue
+        soft = None
+        if s.soft is not None:
+            acc: Counter = Counter()
+            for k, v in s.soft.items():
+                t = spec.label_map.get(k, k)
+                if t is not None:
+                    acc[t] += v
+            total = sum(acc.values())
+            soft = {k: v / total for k, v in acc.items()} if total > 0 else None
+        out.append(dataclasses.replace(s, label=target, soft=soft, dataset=spec.name))
+    return out
+
+
+@dataclass
+class Merged:
+    train: list[Sample]
+    val: list[Sample]
+    labels: tuple[str, ...]
+    describe: dict[str, Any]
+
+
+def load_merged(specs: Sequence[SourceSpec], labels_spec: str, seed: int = 0, ferplus_mode: str = "majority",
+                default_val_fraction: float = 0.1, drop_labels: Sequence[str] = ()) -> Merged:
+    """Load, map, split (per source) and check every source; see the module docstring."""
+    train, val, per = [], [], {}
+    for spec in specs:
+        tr = _map(load_samples(spec.data, spec.format, split=spec.split, ferplus_mode=ferplus_mode), spec)
+        if spec.val_data or spec.val_split:
+            va = _map(load_samples(spec.val_data or spec.data, spec.format, split=spec.val_split, ferplus_mode=ferplus_mode), spec)
+        else:
+            frac = default_val_fraction if spec.val_fraction is None else spec.val_fraction
+            tr, va = holdout_split(tr, frac, seed) if frac > 0 else (tr, [])
+        tr = [s for s in tr if s.label not in drop_labels]
+        va = [s for s in va if s.label not in drop_labels]
+        if not tr:
+            raise ConfigError(f"source {spec.name!r} ({spec.data}): no training images left after label mapping")
+        train += tr
+        val += va
+        per[spec.name] = (spec, Counter(s.label for s in tr), len(va))
+    labels = resolve_labels(labels_spec, [s.label for s in train])
+    problems = []
+    for name, (spec, counts, _) in per.items():
+        lacks = [c for c in labels if counts.get(c, 0) == 0]
+        silent = [c for c in lacks if c not in spec.missing]
+        if silent:
+            problems.append(f"source {name!r} has no {silent} images: add `missing: {silent}` to it to accept that, "
+                            "or map a label onto them with `label_map`")
+        stray = sorted(set(counts) - set(labels))
+        if stray:
+            problems.append(f"source {name!r} has labels {stray} outside the model's {list(labels)}: map them (`label_map`) "
+                            "or drop them (label_map: {label: null})")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    describe = {"sources": {name: {"data": spec.data, "val": spec.val_data or spec.val_split or "hold-out", "n_train": sum(c.values()),
+                                   "n_val": nv, "weight": spec.weight, "label_map": spec.label_map, "missing": spec.missing,
+                                   "class_counts": dict(c)} for name, (spec, c, nv) in per.items()}}
+    return Merged(train, val, labels, describe)
+
+
+def source_sample_weights(samples: Sequence[Sample], specs: Sequence[SourceSpec]) -> np.ndarray | None:
+    """Per-sample draw weights giving each source its share (`weight` / sum of weights); None = natural sizes."""
+    if all(s.weight is None for s in specs):
+        return None
+    share = {s.name: s.weight / sum(x.weight for x in specs) for s in specs}
+    counts = Counter(s.dataset for s in samples)
+    return np.array([share[s.dataset] / counts[s.dataset] for s in samples])

@@ -1,0 +1,106 @@
+"""Dataset merging: explicit label maps, explicit missing classes, per-source draw shares and per-source metrics."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from emotune.data.merge import load_merged, parse_sources, source_sample_weights
+from emotune.data.synthetic import make_synthetic_dataset
+from emotune.errors import ConfigError, LabelError
+from emotune.models import read_card
+from emotune.train import make_config, train
+from emotune.train.config import add_arguments
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> Path:  # happy, neutral, sad, surprise ("FER2013-like": has neutral)
+    return make_synthetic_dataset(tmp_path_factory.mktemp("big"), per_class=12, size=32, seed=5)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> Path:  # happy, sad, surprise, contempt ("CK+-like": no neutral, has contempt)
+    root = make_synthetic_dataset(tmp_path_factory.mktemp("lab"), per_class=6, size=32, seed=6)
+    (root / "neutral").rename(root / "contempt")
+    return root
+
+
+def test_a_missing_class_must_be_acknowledged(big, lab):
+    specs = parse_sources([{"name": "big", "data": str(big)}, {"name": "lab", "data": str(lab)}])
+    with pytest.raises(ConfigError) as e:
+        load_merged(specs, "auto", seed=0)
+    msg = str(e.value)
+    assert "'big' has no ['contempt']" in msg and "'lab' has no ['neutral']" in msg and "missing:" in msg
+    specs = parse_sources([{"name": "big", "data": str(big), "missing": ["contempt"]},
+                           {"name": "lab", "data": str(lab), "missing": ["neutral"]}])
+    m = load_merged(specs, "auto", seed=0, default_val_fraction=0.25)
+    assert m.labels == ("happy", "neutral", "sad", "surprise", "contempt")
+    assert {s.dataset for s in m.train} == {"big", "lab"} and {s.dataset for s in m.val} == {"big", "lab"}
+    assert m.describe["sources"]["lab"]["missing"] == ["neutral"]
+
+
+def test_label_map_merges_and_drops(big, lab):
+    specs = parse_sources([{"name": "big", "data": str(big), "label_map": {"neutral": None}, "missing": ["disgust"]},
+                           {"name": "lab", "data": str(lab), "label_map": {"contempt": "Disgust"}}])
+    m = load_merged(specs, "auto", seed=0, default_val_fraction=0.2)
+    assert m.labels == ("disgust", "happy", "sad", "surprise")
+    lab_counts = Counter(s.label for s in m.train + m.val if s.dataset == "lab")
+    assert lab_counts["disgust"] == 6 and "contempt" not in lab_counts
+    assert not any(s.label == "neutral" for s in m.train + m.val)
+    unacknowledged = parse_sources([{"name": "big", "data": str(big), "label_map": {"neutral": None}},
+                                    {"name": "lab", "data": str(lab), "label_map": {"contempt": "disgust"}}])
+    with pytest.raises(ConfigError, match="'big' has no \\['disgust'\\]"):  # mapping made disgust a label big lacks
+        load_merged(unacknowledged, "auto", seed=0)
+
+
+def test_bad_source_specs_are_explicit(big):
+    with pytest.raises(ConfigError, match="unknown key"):
+        parse_sources([{"name": "a", "data": str(big), "wieght": 2}])
+    with pytest.raises(ConfigError, match="every source or to none"):
+        parse_sources([{"name": "a", "data": str(big), "weight": 2}, {"name": "b", "data": str(big)}])
+    with pytest.raises(ConfigError, match="unique"):
+        parse_sources([{"name": "a", "data": str(big)}, {"name": "a", "data": str(big)}])
+    with pytest.raises(LabelError, match="unknown emotion label 'joyful'"):
+        parse_sources([{"name": "a", "data": str(big), "label_map": {"happy": "joyful"}}])
+
+
+def test_weights_set_each_sources_share_of_draws(big, lab):
+    specs = parse_sources([{"name": "big", "data": str(big), "missing": ["contempt"], "weight": 1},
+                           {"name": "lab", "data": str(lab), "missing": ["neutral"], "weight": 3}])
+    m = load_merged(specs, "auto", seed=0, default_val_fraction=0.2)
+    w = source_sample_weights(m.train, specs)
+    names = np.array([s.dataset for s in m.train])
+    assert w[names == "lab"].sum() / w.sum() == pytest.approx(0.75)
+    draws = torch.multinomial(torch.tensor(w), 20000, replacement=True, generator=torch.Generator().manual_seed(0)).numpy()
+    assert (names[draws] == "lab").mean() == pytest.approx(0.75, abs=0.02)
+    natural = parse_sources([{"name": "big", "data": str(big)}, {"name": "lab", "data": str(lab)}])
+    assert source_sample_weights(m.train, natural) is None
+
+
+def test_training_on_merged_sources_reports_per_source_metrics(tmp_path, big, lab):
+    cfg = make_config({"sources": [{"name": "big", "data": str(big), "missing": ["contempt"], "weight": 1},
+                                   {"name": "lab", "data": str(lab), "missing": ["neutral"], "weight": 1}],
+                       "backbone": "mobilenetv2", "img_size": 32, "batch_size": 16, "workers": 0, "progress": False,
+                       "val_fraction": 0.25, "epochs": 1, "threads": 1, "out": str(tmp_path / "run")})
+    res = train(cfg)
+    card, _ = read_card(res.run_dir)
+    assert set(card.metrics["val_per_source"]) == {"big", "lab"}
+    n = {k: v["n"] for k, v in card.metrics["val_per_source"].items()}
+    assert n["big"] + n["lab"] == card.metrics["val"]["n"]
+    summary = json.loads((res.run_dir / "summary.json").read_text())
+    assert set(summary["best_per_source"]) == {"big", "lab"} and set(summary["data"]["sources"]) == {"big", "lab"}
+    assert card.labels == ["happy", "neutral", "sad", "surprise", "contempt"]
+
+
+def test_sources_are_yaml_only_and_exclusive_with_data(big):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert "--sources" not in p.format_help()
+    with pytest.raises(ConfigError, match="either data or sources"):
+        make_config({"data": str(big), "sources": [{"data": str(big)}]})
