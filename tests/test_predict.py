@@ -858,3 +858,15 @@ def test_cli_subprocess_smoke():
     """The command line in a fresh interpreter (one call: every command's parser imports the training stack)."""
     res = subprocess.run([sys.executable, "-m", "emotune.cli", "detectors"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "yunet" in res.stdout and res.stderr == ""
+
+
+def test_flip_tta_is_the_mean_of_a_face_and_its_mirror(gray_card):
+    plain = Recognizer(gray_card, backend="torch", device="cpu")
+    tta = Recognizer(gray_card, backend="torch", device="cpu", tta=True)
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
+    mirrored = [np.ascontiguousarray(c[:, ::-1]) for c in crops]
+    expected = (plain.classify(crops) + plain.classify(mirrored)) / 2
+    np.testing.assert_allclose(tta.classify(crops), expected, atol=1e-6)
+    np.testing.assert_allclose(tta.classify(mirrored), tta.classify(crops), atol=1e-6)  # mirror-invariant
+    assert not np.allclose(plain.classify(crops), plain.classify(mirrored), atol=1e-4)  # the model itself is not

@@ -31,6 +31,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-score", type=float, default=0.6, help="minimum face detection score (default: 0.6)")
     p.add_argument("--det-max-side", type=int, default=640, help="shrink images to this longest side for detection (default: 640)")
     p.add_argument("--margin", type=float, default=1.0, help="crop margin: >1 zooms out around the face (default: 1.0)")
+    p.add_argument("--tta", action="store_true", help="average each face with its mirror image (2x classifier time)")
     p.add_argument("--no-align", action="store_true", help="square box crops instead of landmark alignment")
     p.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -70,7 +71,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if not inputs.images and not sources:
         raise ConfigError("nothing to process: no image or video found in " + ", ".join(map(str, args.paths)))
     rec = Recognizer(args.model, args.detector, args.detector_model, args.device, args.backend, args.batch_size, args.margin,
-                     not args.no_align, args.scene, args.det_max_side, args.min_score)
+                     not args.no_align, args.scene, args.det_max_side, args.min_score, tta=args.tta)
     show = not args.no_progress
     ann = Path(args.annotate) if args.annotate else None
     timeline_dir = Path(args.timeline) if args.timeline else ann
