@@ -150,6 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_cascade_arguments(c)
     c.set_defaults(func=run_cascade_command)
 
+    from .protocols.cv import add_cv_arguments, run_cv_command
+
+    cv = sub.add_parser("cv", help="k-fold / subject-grouped / leave-one-subject-out cross-validation",
+                        description="Assign folds (written to folds.csv), train on the other folds with model selection on a "
+                                    "hold-out of the training folds, test on each held-out fold; per-fold metrics, mean ± std "
+                                    "and the pooled confusion matrix in cv.json / cv.md.")
+    add_cv_arguments(cv)
+    cv.set_defaults(func=run_cv_command)
+
+    from .protocols.report import add_report_arguments, run_report_command
+
+    rp = sub.add_parser("report", help="put several runs (train, evaluate, cv) side by side",
+                        description="One table over run folders: train runs, evaluate outputs and cv folders.")
+    add_report_arguments(rp)
+    rp.set_defaults(func=run_report_command)
+
     m = sub.add_parser("models", help="list the registered backbones")
     m.set_defaults(func=cmd_models)
 

@@ -1,10 +1,20 @@
 """Datasets: formats, robust image reading, validation and transforms."""
-from .dataset import EmotionDataset, PreparedData, Skipped, filter_labels, prepare_samples
-from .images import read_image
-from .sources import Sample, class_counts, detect_format, ferplus_target, load_samples
-from .transforms import AugmentConfig, eval_transform, train_transform
+from __future__ import annotations
 
-__all__ = [
-    "AugmentConfig", "EmotionDataset", "PreparedData", "Sample", "Skipped", "class_counts", "detect_format",
-    "eval_transform", "ferplus_target", "filter_labels", "load_samples", "prepare_samples", "read_image", "train_transform",
-]
+_EXPORTS = {
+    "EmotionDataset": "dataset", "PreparedData": "dataset", "Skipped": "dataset", "filter_labels": "dataset",
+    "prepare_samples": "dataset", "read_image": "images", "Sample": "sources", "class_counts": "sources",
+    "detect_format": "sources", "ferplus_target": "sources", "load_samples": "sources", "AugmentConfig": "transforms",
+    "eval_transform": "transforms", "train_transform": "transforms",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    # lazy: torch/torchvision load with the dataset and transform modules, not with every `emotune.data.*` import
+    if name in _EXPORTS:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'emotune.data' has no attribute {name!r}")

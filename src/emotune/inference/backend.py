@@ -73,7 +73,8 @@ def export_onnx(model: nn.Module, card: ModelCard, path: str | Path, opset: int 
     dummy = torch.zeros(1, card.in_chans, card.input_size, card.input_size)
 
     def write(tmp: Path) -> None:
-        torch.onnx.export(_WithSoftmax(model), (dummy,), str(tmp), dynamo=False, input_names=["input"], output_names=["probs"],
+        # eval() on the wrapper too: the exporter restores the wrapper's mode afterwards, and with it the model's
+        torch.onnx.export(_WithSoftmax(model).eval(), (dummy,), str(tmp), dynamo=False, input_names=["input"], output_names=["probs"],
                           dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}}, opset_version=opset)
         proto = onnx.load(str(tmp))
         meta = proto.metadata_props.add()

@@ -90,12 +90,30 @@ def is_local_file(pretrained: str) -> bool:
 
 
 def create_model(name: str, num_classes: int, pretrained: str | bool | None = None, img_size: int | None = None,
-                 in_chans: int = 3, drop_rate: float = 0.0, labels: list[str] | None = None) -> nn.Module:
+                 in_chans: int = 3, drop_rate: float = 0.0, labels: list[str] | None = None,
+                 head: dict[str, Any] | None = None) -> nn.Module:
     """Build a backbone with an `num_classes` head; see the module docstring for `pretrained`.
 
     `pretrained` may also be an emotune checkpoint (run folder, card or .safetensors): its backbone is loaded and its
-    head remapped onto `labels` by name (cascaded fine-tuning)."""
+    head remapped onto `labels` by name (cascaded fine-tuning). `head` {"type": "fusion_concat" | "fusion_weighted",
+    "levels": [...], "dim": 256} puts a multi-level fusion head on the backbone (models/fusion.py)."""
     from .transfer import init_from_checkpoint, is_emotune_checkpoint
+
+    htype = (head or {}).get("type", "linear")
+    if htype != "linear":
+        from .fusion import HEAD_TYPES, FusionNet
+
+        if htype not in HEAD_TYPES:
+            raise ConfigError(f"head type {htype!r} is not one of {list(HEAD_TYPES)}")
+        from_ckpt = isinstance(pretrained, (str, Path)) and is_emotune_checkpoint(pretrained)
+        base = create_model(name, num_classes, None if from_ckpt else pretrained, img_size, in_chans, drop_rate, labels)
+        model = reset_head(FusionNet(base, num_classes, htype.split("_", 1)[1], head.get("levels", (-3, -2)),
+                                     int(head.get("dim", 256)), drop_rate))
+        if from_ckpt:
+            if labels is None or len(labels) != num_classes:
+                raise ConfigError("starting from an emotune checkpoint needs the new stage's labels (one per class)")
+            model.head_remap = init_from_checkpoint(model, pretrained, list(labels))
+        return model
 
     cfg = get_model_config(name)
     kwargs: dict[str, Any] = dict(cfg.kwargs, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
@@ -147,7 +165,5 @@ def classifier_prefix(model: nn.Module) -> str:
 
 def build_from_card(card) -> nn.Module:
     """An untrained model with the architecture a model card describes."""
-    head = (card.head or {}).get("type", "linear")
-    if head != "linear":
-        raise ConfigError(f"head type {head!r} is not supported by this emotune version")
-    return create_model(card.backbone, num_classes=len(card.labels), pretrained=None, img_size=card.input_size, in_chans=card.in_chans)
+    return create_model(card.backbone, num_classes=len(card.labels), pretrained=None, img_size=card.input_size, in_chans=card.in_chans,
+                        head=card.head or {"type": "linear"})

@@ -27,6 +27,19 @@ class HeadRemap:
     dropped: list[str] = field(default_factory=list)  # checkpoint labels this stage does not use
 
 
+def classifier_prefix_of(card) -> str:
+    """The classifier's state-dict prefix for the architecture a card describes (without building it)."""
+    import timm
+
+    from .registry import get_model_config
+
+    if (card.head or {}).get("type", "linear") != "linear":
+        return "head"
+    cfg = timm.get_pretrained_cfg(get_model_config(card.backbone).timm_name)
+    clf = getattr(cfg, "classifier", None) or "fc"
+    return clf if isinstance(clf, str) else clf[0]
+
+
 def is_emotune_checkpoint(spec: str | Path | None) -> bool:
     """A run folder, a model card .json, or a .safetensors with its card beside it."""
     if not spec or spec in ("hub", "none"):
@@ -53,8 +66,14 @@ def init_from_checkpoint(model: nn.Module, spec: str | Path, labels: list[str]) 
     head = classifier_prefix(model)
     dst = model.state_dict()
     is_head = lambda k: k == head or k.startswith(head + ".")  # noqa: E731
-    body_src = {k for k in src if not is_head(k)}
+    src_head = "head" if any(k.startswith("backbone.") for k in src) else classifier_prefix_of(card)
+    body_src = {k for k in src if not (k == src_head or k.startswith(src_head + "."))}
     body_dst = {k for k in dst if not is_head(k)}
+    moved = body_src != body_dst and {f"backbone.{k}" for k in body_src} == body_dst
+    if moved:
+        # a plain checkpoint starting a fusion model: the backbone moves under `backbone.`, its linear head is left out
+        src = {f"backbone.{k}": v for k, v in src.items() if k in body_src}
+        body_src = body_dst
     if body_src != body_dst:
         diff = sorted(body_src ^ body_dst)[:3]
         raise CheckpointError(f"{card_path}: a {card.backbone} checkpoint does not fit this backbone (e.g. {diff}); "
@@ -65,11 +84,16 @@ def init_from_checkpoint(model: nn.Module, spec: str | Path, labels: list[str]) 
             raise CheckpointError(f"{card_path}: tensor {k} is {tuple(src[k].shape)}, this model needs {tuple(dst[k].shape)} "
                                   "(different input channels? keep --channels the same across stages)")
         new_state[k] = src[k]
-    remap = HeadRemap(str(card_path), [c for c in labels if c in card.labels], [c for c in labels if c not in card.labels],
-                      [c for c in card.labels if c not in labels])
+    shared = [] if moved else [c for c in labels if c in card.labels]
+    remap = HeadRemap(str(card_path), shared, [c for c in labels if c not in shared], [c for c in card.labels if c not in labels])
+    per_class_keys = {f"{head}.{p}" for p in ("weight", "bias", "fc.weight", "fc.bias")}
     for k in (k for k in dst if is_head(k)):
-        if k not in src or src[k].ndim == 0 or src[k].shape[1:] != dst[k].shape[1:] or src[k].shape[0] != len(card.labels):
-            continue  # not a per-class tensor of a linear head: keep the fresh init
+        if k not in src or src[k].shape[1:] != dst[k].shape[1:]:
+            continue  # a head tensor this checkpoint does not have: keep the fresh init
+        if k not in per_class_keys or src[k].shape[0] != len(card.labels):
+            if src[k].shape == dst[k].shape:
+                new_state[k] = src[k]  # shared head layers (e.g. fusion projections) carry over
+            continue
         t = dst[k].clone()
         for i, c in enumerate(labels):
             if c in card.labels:

@@ -44,6 +44,11 @@ class TrainConfig:
     pretrained: str | None = opt(None, "none, hub (default hub weights), a timm tag, or a local weight file")
     img_size: int = opt(0, "input size in pixels (0 = the backbone's default)")
     channels: str = opt("rgb", "feed the model rgb or grayscale input", ("rgb", "grayscale"))
+    head: str = opt("linear", "classifier head: the backbone's own linear head, or multi-level feature fusion",
+                    ("linear", "fusion_concat", "fusion_weighted"))
+    fusion_levels: list[str] = opt(["-3", "-2"], "fusion: feature levels (indices into the backbone's feature_info, negative from the "
+                                                 "end) pooled beside the final features")
+    fusion_dim: int = opt(256, "fusion_weighted: width each level is projected to")
     drop_rate: float = opt(0.0, "dropout before the classifier")
     # optimisation
     epochs: int = opt(10, "number of epochs")

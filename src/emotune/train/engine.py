@@ -356,8 +356,15 @@ def train(cfg: TrainConfig) -> TrainResult:
     mean, std = (mcfg.mean[:1], mcfg.std[:1]) if in_chans == 1 else (mcfg.mean, mcfg.std)
     data = build_data(cfg, size, mean, std)
     k = len(data.labels)
+    head_spec = None
+    if cfg.head != "linear":
+        try:
+            levels = [int(v) for v in cfg.fusion_levels]
+        except ValueError:
+            raise ConfigError(f"fusion_levels: {cfg.fusion_levels} must be integers") from None
+        head_spec = {"type": cfg.head, "levels": levels, "dim": cfg.fusion_dim}
     model = create_model(cfg.backbone, k, cfg.pretrained, img_size=size, in_chans=in_chans, drop_rate=cfg.drop_rate,
-                         labels=list(data.labels)).to(device)
+                         labels=list(data.labels), head=head_spec).to(device)
     remap = getattr(model, "head_remap", None)
     cuda = device.type == "cuda"
     if cuda and cfg.channels_last:
@@ -396,6 +403,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     card = ModelCard(backbone=cfg.backbone, labels=list(data.labels), input_size=size, mean=list(mean), std=list(std),
                      channels=cfg.channels, in_chans=in_chans, license=mcfg.license,
+                     head=model.head_spec() if hasattr(model, "head_spec") else {"type": "linear"},
                      training={"data": data.describe, "pretrained": cfg.pretrained, "epochs": cfg.epochs, "strategy": cfg.strategy,
                                "optimizer": cfg.optimizer, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed,
                                **({"head_remap": remap.__dict__} if remap is not None else {})})
