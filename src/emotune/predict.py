@@ -30,6 +30,8 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeline", metavar="DIR", help="write a per-track probability timeline PNG per video (default: --annotate DIR)")
     p.add_argument("--min-score", type=float, default=0.6, help="minimum face detection score (default: 0.6)")
     p.add_argument("--det-max-side", type=int, default=640, help="shrink images to this longest side for detection (default: 640)")
+    p.add_argument("--video-det-max-side", type=int, default=320,
+                   help="the same for video frames (default: 320, 4x faster; raise it for small faces in video)")
     p.add_argument("--margin", type=float, default=1.0, help="crop margin: >1 zooms out around the face (default: 1.0)")
     p.add_argument("--tta", action="store_true", help="average each face with its mirror image (2x classifier time)")
     p.add_argument("--no-align", action="store_true", help="square box crops instead of landmark alignment")
@@ -71,7 +73,8 @@ def run_predict(args: argparse.Namespace) -> int:
     if not inputs.images and not sources:
         raise ConfigError("nothing to process: no image or video found in " + ", ".join(map(str, args.paths)))
     rec = Recognizer(args.model, args.detector, args.detector_model, args.device, args.backend, args.batch_size, args.margin,
-                     not args.no_align, args.scene, args.det_max_side, args.min_score, tta=args.tta)
+                     not args.no_align, args.scene, args.det_max_side, args.min_score, tta=args.tta,
+                     video_det_max_side=args.video_det_max_side)
     show = not args.no_progress
     ann = Path(args.annotate) if args.annotate else None
     timeline_dir = Path(args.timeline) if args.timeline else ann

@@ -52,11 +52,14 @@ class Detector:
         self.max_side = max_side  # images are shrunk so the longest side is at most this before detection (speed)
         self.min_face = min_face
 
-    def detect(self, rgb: np.ndarray) -> list[Face]:
-        """Faces sorted left to right, boxes clipped to the image, tiny faces dropped."""
+    def detect(self, rgb: np.ndarray, max_side: int | None = None) -> list[Face]:
+        """Faces sorted left to right, boxes clipped to the image, tiny faces dropped.
+
+        `max_side` overrides the detector's own shrink setting for this call (videos use a smaller one)."""
         rgb = np.ascontiguousarray(rgb)
         h, w = rgb.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w)) if self.max_side else 1.0
+        side = self.max_side if max_side is None else max_side
+        scale = min(1.0, side / max(h, w)) if side else 1.0
         small = rgb if scale == 1.0 else _resize(rgb, scale)
         faces = []
         for f in self._detect(small):
@@ -190,7 +193,7 @@ class WholeImage(Detector):
     def __init__(self, **_: object):
         super().__init__(0.0, 0, 0)
 
-    def detect(self, rgb: np.ndarray) -> list[Face]:
+    def detect(self, rgb: np.ndarray, max_side: int | None = None) -> list[Face]:
         h, w = rgb.shape[:2]
         return [Face((0.0, 0.0, float(w), float(h)), 1.0, None)]
 
