@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 from common import SHARED, environment, write_report
+from timing import timed
 
 from emotune.inference.recognizer import Recognizer, default_model_path
 
@@ -71,25 +72,6 @@ def make_inputs(tmp: Path, frames: int) -> tuple[Path, Path, dict]:
     return photo, clip, {"photo": f"{photo_src.name} scaled and padded to {W}x{H} (PNG)",
                          "video": f"first {n} frames of {video_src.name} scaled and padded to {W}x{H} (mp4v, {fps:.2f} fps)",
                          "frames": n}
-
-
-def timed(fn, runs: int, warmup: int, budget_s: float = 0.0) -> list[float]:
-    """Per-call seconds of `runs` calls after `warmup` calls; with budget_s, stop early once that much time is spent
-    (after at least 5 timed calls; warm-up gets a quarter of it), so slow configurations do not blow the run time."""
-    t0 = time.perf_counter()
-    for i in range(warmup):
-        fn()
-        if budget_s and i and time.perf_counter() - t0 > budget_s / 4:
-            break
-    out: list[float] = []
-    t0 = time.perf_counter()
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-        if budget_s and len(out) >= 5 and time.perf_counter() - t0 > budget_s:
-            break
-    return out
 
 
 # ---- emotune ------------------------------------------------------------------------------------------------------

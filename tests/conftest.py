@@ -33,3 +33,26 @@ def ferplus_valid_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def ckplus_dir(shared_data: Path) -> Path:
     return _need(shared_data / "ckplus48")
+
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tests run tiny tensors: with 2 OpenMP threads on a busy 2-core box each small op waits on a busy core and the
+    same forward takes up to ~100x longer (2 s vs 20 ms for MobileNetV2 at 32 px). One thread for the whole run,
+    module-scoped fixtures included."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _repin_one_thread(one_torch_thread):
+    """Training with --threads N changes torch's thread count process-wide: put it back after every test."""
+    yield
+    import torch
+
+    torch.set_num_threads(1)

@@ -20,12 +20,6 @@ SHARED = {"backbone": "mobilenetv2", "img_size": 32, "batch_size": 16, "workers"
           "lr": 3e-3}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

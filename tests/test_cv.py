@@ -30,14 +30,6 @@ FAST_CFG = {"img_size": 32, "epochs": 1, "batch_size": 16, "workers": 0, "progre
             "backbone": "test_resnet", "threads": 1}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _restore_torch_threads():
-    """--threads 1 sets torch's process-wide thread count; later test modules get the default back."""
-    import torch
-
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def cv_args(*argv: str) -> argparse.Namespace:

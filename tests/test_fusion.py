@@ -13,12 +13,6 @@ from emotune.train import make_config, train
 from emotune.train.engine import layer_groups
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -38,14 +38,6 @@ EXPECTED_REGISTRY = {
 SIZE = 32  # every registry backbone runs at 32 px (ViT needs img_size=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny 32-px tensors on a shared 2-core box: with 2 OpenMP threads each small op waits on a busy core and
-    the same forward takes ~100x longer (2 s vs 20 ms for MobileNetV2). One thread here; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def needs_shared(*paths: Path):

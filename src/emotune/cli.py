@@ -47,30 +47,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_table(header: list[tuple[str, int]], rows: list[list[str]]) -> None:
+    """Fixed-width columns; the last one takes the rest of the line."""
+    def line(cells: list[str]) -> str:
+        return "".join(f"{c:<{w}}" if w else c for c, (_, w) in zip(cells, header))
+    print(line([h for h, _ in header]))
+    for r in rows:
+        print(line(r))
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import get_model_config, list_models
 
-    print(f"{'name':<20}{'timm model':<26}{'hub weights':<34}{'size':>5}  licence")
-    for name in list_models():
-        c = get_model_config(name)
-        print(f"{name:<20}{c.timm_name:<26}{(c.hub_name or '-'):<34}{c.input_size:>5}  {c.license}")
+    rows = [[n, c.timm_name, c.hub_name or "-", str(c.input_size), c.license]
+            for n, c in ((n, get_model_config(n)) for n in list_models())]
+    print_table([("name", 20), ("timm model", 26), ("hub weights", 34), ("size", 6), ("licence", 0)], rows)
     return 0
 
 
 def cmd_detectors(args: argparse.Namespace) -> int:
     from .faces import get_detector_config, list_detectors
 
-    print(f"{'name':<11}{'landmarks':<11}{'model file':<12}{'licence':<14}description")
-    for name in list_detectors():
-        c = get_detector_config(name)
-        print(f"{name:<11}{('yes' if c.landmarks else 'no'):<11}{('required' if c.needs_file else 'bundled'):<12}{c.license or '-':<14}{c.description}")
+    rows = [[n, "yes" if c.landmarks else "no", "required" if c.needs_file else "bundled", c.license or "-", c.description]
+            for n, c in ((n, get_detector_config(n)) for n in list_detectors())]
+    print_table([("name", 11), ("landmarks", 11), ("model file", 12), ("licence", 14), ("description", 0)], rows)
     return 0
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import run_predict
-
-    return run_predict(args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -89,6 +90,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), args.image)
 
 
+# commands whose options and runner live beside their code: (name, module, add-arguments, run, help, description)
+PROTOCOL_COMMANDS = [
+    ("cascade", "protocols.cascade", "add_cascade_arguments", "run_cascade_command",
+     "multi-stage fine-tuning: ImageNet -> large face set -> small target set",
+     "Run the stages of a cascade YAML in order; each starts from the best checkpoint of the stage before, with the head "
+     "remapped by label name. Completed stages are skipped, an interrupted one resumes."),
+    ("cv", "protocols.cv", "add_cv_arguments", "run_cv_command",
+     "k-fold / subject-grouped / leave-one-subject-out cross-validation",
+     "Assign folds (written to folds.csv), train on the other folds with model selection on a hold-out of the training "
+     "folds, test on each held-out fold; per-fold metrics, mean ± std and the pooled confusion matrix in cv.json / cv.md."),
+    ("report", "protocols.report", "add_report_arguments", "run_report_command",
+     "put several runs (train, evaluate, cv) side by side",
+     "One table over run folders: train runs, evaluate outputs and cv folders."),
+]
+
+
+def _module_command(sub, name: str, module: str, add: str, run: str, help_: str, description: str) -> None:
+    from importlib import import_module
+
+    mod = import_module(f".{module}", __package__)
+    p = sub.add_parser(name, help=help_, description=description)
+    getattr(mod, add)(p)
+    p.set_defaults(func=getattr(mod, run))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .train.config import add_arguments
@@ -97,14 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"emotune {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    from .predict import add_predict_arguments
-
-    pr = sub.add_parser("predict", help="find faces and their emotions in images, folders, videos or a webcam",
-                        description="Detect every face, align it and classify its expression. Prints a table, or writes "
-                                    "csv/json/jsonl; optionally annotated images/videos and timeline plots. Exit status 1 "
-                                    "only when no input could be processed.")
-    add_predict_arguments(pr)
-    pr.set_defaults(func=cmd_predict)
+    _module_command(sub, "predict", "predict", "add_predict_arguments", "run_predict",
+                    "find faces and their emotions in images, folders, videos or a webcam",
+                    "Detect every face, align it and classify its expression. Prints a table, or writes csv/json/jsonl; "
+                    "optionally annotated images/videos and timeline plots. Exit status 1 only when no input could be processed.")
 
     t = sub.add_parser("train", help="fine-tune a backbone on an emotion dataset",
                        description="Fine-tune an ImageNet backbone. Options come from --config YAML, overridden by flags.")
@@ -141,30 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--check-samples", type=int, default=16, help="random inputs for the parity check (default: 16)")
     x.set_defaults(func=cmd_export)
 
-    from .protocols.cascade import add_cascade_arguments, run_cascade_command
-
-    c = sub.add_parser("cascade", help="multi-stage fine-tuning: ImageNet -> large face set -> small target set",
-                       description="Run the stages of a cascade YAML in order; each starts from the best checkpoint of the "
-                                   "stage before, with the head remapped by label name. Completed stages are skipped, an "
-                                   "interrupted one resumes.")
-    add_cascade_arguments(c)
-    c.set_defaults(func=run_cascade_command)
-
-    from .protocols.cv import add_cv_arguments, run_cv_command
-
-    cv = sub.add_parser("cv", help="k-fold / subject-grouped / leave-one-subject-out cross-validation",
-                        description="Assign folds (written to folds.csv), train on the other folds with model selection on a "
-                                    "hold-out of the training folds, test on each held-out fold; per-fold metrics, mean ± std "
-                                    "and the pooled confusion matrix in cv.json / cv.md.")
-    add_cv_arguments(cv)
-    cv.set_defaults(func=run_cv_command)
-
-    from .protocols.report import add_report_arguments, run_report_command
-
-    rp = sub.add_parser("report", help="put several runs (train, evaluate, cv) side by side",
-                        description="One table over run folders: train runs, evaluate outputs and cv folders.")
-    add_report_arguments(rp)
-    rp.set_defaults(func=run_report_command)
+    for name, module, add, run, help_, desc in PROTOCOL_COMMANDS:
+        _module_command(sub, name, module, add, run, help_, desc)
 
     m = sub.add_parser("models", help="list the registered backbones")
     m.set_defaults(func=cmd_models)
