@@ -72,3 +72,30 @@ def test_cli_evaluate_writes_reports(trained, tmp_path):
     assert rep["n"] == 12 and {"accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion"} <= set(rep)
     assert "bad.jpg" in out.stderr and len(rep["skipped"]) == 1
     assert (tmp_path / "rep" / "confusion.png").is_file() and (tmp_path / "rep" / "eval.md").is_file()
+
+
+def test_evaluate_detect_scores_the_whole_pipeline_on_photos(trained, tmp_path, capsys):
+    """--detect: the predict pipeline on labelled photos; a photo without a face counts as wrong end to end."""
+    import shutil
+    from pathlib import Path
+
+    from emotune.cli import main
+
+    images = Path(__file__).resolve().parents[1].parent / "shared" / "images"
+    if not images.is_dir():
+        pytest.skip(f"needs real photos in {images} (../shared is absent)")
+    photos = tmp_path / "photos"
+    for label, name in [("happy", "pyfeat/0-f15-hao-ph.jpg"), ("happy", "astronaut.png"), ("neutral", "grace_hopper.jpg"),
+                        ("sad", "rocket.jpg"), ("surprise", "pyfeat/0-f1-su-ph.jpg")]:
+        (photos / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(images / name, photos / label / Path(name).name)
+    code = main(["evaluate", "--model", str(trained / "run"), "--data", str(photos), "--detect", "--drop-unknown-labels",
+                 "--format", "json", "--no-progress"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    rep = json.loads(out.out)
+    assert rep["pipeline"]["photos"] == 4 and rep["pipeline"]["no_face"] == 1  # surprise dropped; the rocket has no face
+    assert rep["n"] == 3 and rep["dropped_labels"] == {"surprise": 1}
+    correct = sum(rep["confusion"][i][i] for i in range(len(rep["labels"])))
+    assert rep["pipeline"]["end_to_end_accuracy"] == round(correct / 4, 4)
+    assert "rocket.jpg" in out.err and "no face found" in out.err

@@ -30,10 +30,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_dataset, plot_confusion
     from .io import atomic_write_json, atomic_write_text
 
-    report = evaluate_dataset(args.model, args.data, args.data_format, args.split, args.ferplus_mode,
-                              [s for s in (args.drop_labels or "").split(",") if s], args.drop_unknown_labels,
-                              args.batch_size, args.tta, args.on_bad, args.workers, args.device, not args.no_progress,
-                              args.max_samples)
+    drop = [s for s in (args.drop_labels or "").split(",") if s]
+    if args.detect:
+        from .evaluate import evaluate_photos
+
+        report = evaluate_photos(args.model, args.data, args.data_format, args.split, drop, args.drop_unknown_labels,
+                                 args.detector, args.detector_model, args.tta, args.device, not args.no_progress,
+                                 args.max_samples, args.margin)
+    else:
+        from .inference.recognizer import default_model_path
+
+        report = evaluate_dataset(args.model or default_model_path(), args.data, args.data_format, args.split, args.ferplus_mode, drop,
+                                  args.drop_unknown_labels, args.batch_size, args.tta, args.on_bad, args.workers, args.device,
+                                  not args.no_progress, args.max_samples)
     text = json.dumps(report.to_dict(), indent=2) if args.format == "json" else report.to_markdown()
     print(text)
     if args.out:
@@ -136,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="score a trained model on a labelled dataset",
                        description="Accuracy, balanced accuracy, macro-F1, per-class report and confusion matrix.")
-    e.add_argument("--model", required=True, help="run folder, model card .json or .safetensors")
+    e.add_argument("--model", help="run folder, model card .json or .safetensors (default: the bundled model)")
     e.add_argument("--data", required=True, help="class-folder root, manifest CSV, fer2013.csv or FER+ split folder")
     e.add_argument("--data-format", default="auto", choices=["auto", "folder", "manifest", "fer2013csv", "ferplus"], help="dataset format (default: auto)")
     e.add_argument("--split", help="manifest split value or FER2013 Usage (train/val/test)")
@@ -145,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--drop-unknown-labels", action="store_true", help="leave out every image whose label the model lacks")
     e.add_argument("--format", default="md", choices=["md", "json"], help="report printed on stdout (default: md)")
     e.add_argument("--out", help="folder for eval.json, eval.md and confusion.png")
+    e.add_argument("--detect", action="store_true", help="score the whole predict pipeline on photos: detect, align, "
+                   "classify the largest face (photos without a face count as wrong end to end)")
+    e.add_argument("--detector", default="yunet", help="--detect: face detector (default: yunet)")
+    e.add_argument("--detector-model", help="--detect: model file for detectors that take one")
+    e.add_argument("--margin", type=float, default=1.0, help="--detect: crop margin (default: 1.0)")
     e.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     e.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
     e.add_argument("--max-samples", type=int, default=0, help="evaluate a stratified subset of this many images (0 = all)")

@@ -142,7 +142,8 @@ class EvalReport:
     def to_dict(self) -> dict:
         return {"model": self.model, "data": self.data, "tta": self.tta, **self.metrics.summary(),
                 "per_class": [asdict(c) for c in self.metrics.per_class], "labels": self.metrics.labels,
-                "confusion": self.metrics.confusion, "skipped": self.skipped, "dropped_labels": self.dropped_labels}
+                "confusion": self.metrics.confusion, "skipped": self.skipped, "dropped_labels": self.dropped_labels,
+                **({"pipeline": self.metrics.extra} if self.metrics.extra else {})}
 
     def to_markdown(self) -> str:
         md = self.metrics.to_markdown(f"Evaluation of {self.model}")
@@ -152,28 +153,81 @@ class EvalReport:
         return md + "\n"
 
 
+def labelled_samples(model_labels: Sequence[str], data: str | Path, data_format: str = "auto", split: str | None = None,
+                     ferplus_mode: str = "majority", drop_labels: Sequence[str] = (), drop_unknown_labels: bool = False,
+                     max_samples: int = 0) -> tuple[list, dict[str, int]]:
+    """The samples a model can be scored on, and the counts of those dropped for labels it lacks (only when asked:
+    a label the model lacks is otherwise an error naming it)."""
+    from collections import Counter
+
+    from .data.dataset import filter_labels
+    from .data.sources import load_samples
+    from .data.splits import stratified_subset
+
+    samples = load_samples(data, data_format, split=split, ferplus_mode=ferplus_mode)
+    unknown = Counter(s.label for s in samples if s.label not in model_labels)
+    drop = set(drop_labels) | (set(unknown) if drop_unknown_labels else set())
+    dropped = {k: v for k, v in unknown.items() if k in drop}
+    samples = filter_labels(samples, model_labels, sorted(drop), where=str(data))
+    return stratified_subset(samples, max_samples, 0), dropped
+
+
+def evaluate_photos(model_path: str | Path | None, data: str | Path, data_format: str = "auto", split: str | None = None,
+                    drop_labels: Sequence[str] = (), drop_unknown_labels: bool = False, detector: str = "yunet",
+                    detector_model: str | None = None, tta: bool = False, device: str = "auto", progress: bool = True,
+                    max_samples: int = 0, margin: float = 1.0) -> EvalReport:
+    """Score the whole pipeline (detect, align, classify: what `emotune predict` does) on labelled photos.
+
+    The largest face of each photo is the prediction. Photos where no face is found count as wrong in the end-to-end
+    accuracy (`extra`); the other metrics cover the photos with a face."""
+    import numpy as np
+
+    from .errors import BadInputError
+    from .inference.recognizer import Recognizer
+    from .progress import progress as bar
+
+    rec = Recognizer(model_path, detector, detector_model, device=device, tta=tta, margin=margin)
+    labels = rec.labels
+    samples, dropped = labelled_samples(labels, data, data_format, split, "majority", drop_labels, drop_unknown_labels, max_samples)
+    y_true, y_pred, skipped, no_face = [], [], [], []
+    for smp in bar(samples, progress, desc="photos", unit="img"):
+        try:
+            faces = rec.predict(smp.path if smp.pixels is None else smp.pixels)
+        except BadInputError as exc:
+            skipped.append({"where": exc.where, "problem": exc.problem})
+            continue
+        if not faces:
+            no_face.append({"where": smp.where, "problem": "no face found"})
+            continue
+        best = max(faces, key=lambda f: f.box[2] * f.box[3])
+        y_true.append(labels.index(smp.label))
+        y_pred.append(labels.index(best.label))
+    if not y_true:
+        raise BadInputError(data, f"no face found in any of {len(samples)} photos")
+    m = compute_metrics(np.array(y_true), np.array(y_pred), labels)
+    scored = len(y_true) + len(no_face)
+    m.extra = {"photos": scored, "no_face": len(no_face),
+               "end_to_end_accuracy": round(float((np.array(y_true) == np.array(y_pred)).sum() / scored), 4),
+               "detector": detector, "margin": margin}
+    name = str(model_path) if model_path else "bundled default model"
+    return EvalReport(name, str(data), m, skipped + no_face, dropped, tta)
+
+
 def evaluate_dataset(model_path: str | Path, data: str | Path, data_format: str = "auto", split: str | None = None,
                      ferplus_mode: str = "majority", drop_labels: Sequence[str] = (), drop_unknown_labels: bool = False,
                      batch_size: int = 128, tta: bool = False, on_bad: str = "skip", workers: int = 0,
                      device: str = "auto", progress: bool = True, max_samples: int = 0) -> EvalReport:
     """Score a saved model on a labelled dataset, mapping label names; labels the model lacks are refused
     unless dropped explicitly (`drop_labels`, or all of them with `drop_unknown_labels`)."""
-    from collections import Counter
-
-    from .data import EmotionDataset, eval_transform, filter_labels, load_samples, prepare_samples
-    from .data.splits import stratified_subset
+    from .data import EmotionDataset, eval_transform, prepare_samples
     from .models import load_checkpoint
     from .train.engine import pick_device
 
     dev = pick_device(device)
     model, card = load_checkpoint(model_path)
     model.to(dev)
-    samples = load_samples(data, data_format, split=split, ferplus_mode=ferplus_mode)
-    unknown = Counter(s.label for s in samples if s.label not in card.labels)
-    drop = set(drop_labels) | (set(unknown) if drop_unknown_labels else set())
-    dropped = {k: v for k, v in unknown.items() if k in drop}
-    samples = filter_labels(samples, card.labels, sorted(drop), where=str(data))
-    samples = stratified_subset(samples, max_samples, 0)
+    samples, dropped = labelled_samples(card.labels, data, data_format, split, ferplus_mode, drop_labels, drop_unknown_labels,
+                                        max_samples)
     prep, _ = prepare_samples(samples, card.channels, on_bad, cache=False, show=progress)
     ds = EmotionDataset(prep.samples, card.labels, eval_transform(card.input_size, card.mean, card.std), card.channels)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers)
