@@ -30,8 +30,6 @@ FAST_CFG = {"img_size": 32, "epochs": 1, "batch_size": 16, "workers": 0, "progre
             "backbone": "test_resnet", "threads": 1}
 
 
-
-
 def cv_args(*argv: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     add_cv_arguments(p)
@@ -260,3 +258,24 @@ def test_cli_hooks_offer_the_cv_and_training_flags():
         assert flag in text, flag
     a = cv_args("--data", "x", "--folds", "loso", "--epochs", "2")
     assert (a.folds, a.data, a.epochs, a.group_by, a.stratify, a.final) == ("loso", "x", "2", "none", False, False)
+
+
+def test_merged_sources_join_every_folds_training_side(faces, tmp_path, monkeypatch):
+    """`sources:` in CV: the first source is split into folds, the others train in every fold (FER2013 + CK+ on CK+ folds)."""
+    extra = make_synthetic_dataset(tmp_path / "extra", per_class=6, size=32, seed=8)
+    (extra / "neutral").rename(extra / "fear")  # a class only the extra source has
+    seen = []
+    real_train = cv.train
+    monkeypatch.setattr(cv, "train", lambda c: (seen.append(c), real_train(c))[1])
+    cfg = make_config({**FAST_CFG, "out": str(tmp_path / "cv"), "sources": [
+        {"name": "lab", "data": str(faces), "missing": ["fear"]},
+        {"name": "extra", "data": str(extra), "missing": ["neutral"], "val_fraction": 0.2}]})
+    res = run_cv(cfg, folds=2, group_by="subject")
+    assert len(res.folds) == 2 and all(f.status == "ok" for f in res.folds), [f.error for f in res.folds]
+    assert "fear" in res.labels and "neutral" in res.labels
+    for c in seen:
+        assert [s["name"] for s in c.sources] == ["lab", "extra"] and c.sources[0]["format"] == "manifest"
+        assert c.sources[1]["data"] == str(extra)
+    rows = read_folds_csv(tmp_path / "cv" / "folds.csv")[0]
+    assert len(rows) == 48 and all(str(faces) in str(r.path) for r in rows)  # only the first source is cross-validated
+    assert sum(f.n_test for f in res.folds) == 48

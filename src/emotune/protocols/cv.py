@@ -351,7 +351,19 @@ def _pm(mean: float | None, std: float | None) -> str:
 # ---------------------------------------------------------------------------------------------- running
 
 def load_cv_samples(cfg: TrainConfig, subject_pattern: str | None = None) -> tuple[list[Sample], tuple[str, ...]]:
-    """The images to cross-validate and the label list every fold's model gets (so folds can be pooled)."""
+    """The images to cross-validate and the label list every fold's model gets (so folds can be pooled).
+
+    With `sources:` the first source is cross-validated and the others join every fold's training side (dataset
+    merging inside CV, e.g. FER2013 + CK+ tested on CK+ folds); labels then span all sources."""
+    if cfg.sources:
+        from ..data.merge import _map, load_merged, parse_sources
+
+        specs = parse_sources(cfg.sources)
+        first = specs[0]
+        labels = load_merged(specs, cfg.labels, cfg.seed, cfg.ferplus_mode, cfg.val_fraction, cfg.drop_labels).labels
+        samples = _map(load_samples(first.data, first.format, split=first.split, ferplus_mode=cfg.ferplus_mode), first)
+        keep, _ = usable(samples, dataclasses.replace(cfg, labels=",".join(labels)), first.data)
+        return apply_subject_pattern([samples[i] for i in keep], subject_pattern), labels
     samples = load_samples(cfg.data, cfg.data_format, split=cfg.train_split, ferplus_mode=cfg.ferplus_mode)
     keep, labels = usable(samples, cfg, cfg.data)
     return apply_subject_pattern([samples[i] for i in keep], subject_pattern), labels
@@ -377,8 +389,22 @@ def _split_rows(samples: Sequence[Sample], fold_of: Sequence[int], fold: int) ->
             for s, f in zip(samples, fold_of)]
 
 
+def _data_name(cfg: TrainConfig) -> str:
+    if not cfg.sources:
+        return cfg.data
+    names = [str(s.get("name") or s["data"]) for s in cfg.sources]
+    return f"{names[0]} (cross-validated) + " + ", ".join(names[1:]) + " (training side of every fold)"
+
+
 def fold_config(cfg: TrainConfig, data: Path, out: Path, labels: Sequence[str], train_split: str | None) -> TrainConfig:
-    """The user's options, pointed at one manifest; validation is always a hold-out of the training rows."""
+    """The user's options, pointed at one manifest; validation is always a hold-out of the training rows.
+
+    With `sources:`, the first source becomes the fold's manifest and the other sources stay as they are."""
+    if cfg.sources:
+        first = {**cfg.sources[0], "data": str(data), "format": "manifest", "split": train_split, "val_data": None,
+                 "val_split": None, "label_map": {}}  # the manifest already holds mapped labels
+        return dataclasses.replace(cfg, sources=[first, *cfg.sources[1:]], labels=",".join(labels), drop_labels=[],
+                                   out=str(out), resume=(out / "train_state.safetensors").is_file())
     return dataclasses.replace(cfg, data=str(data), data_format="manifest", train_split=train_split, val_data=None,
                                val_split=None, labels=",".join(labels), drop_labels=[], out=str(out),
                                resume=(out / "train_state.safetensors").is_file())
@@ -493,7 +519,7 @@ def run_cv(cfg: TrainConfig, folds: int | str | None = None, group_by: str | Non
         write_folds_csv(out / FOLDS_FILE, samples, fold_of)
 
     result = CVResult(str(out), k, scheme, group_by or "none", stratify, cfg.seed, list(labels), len(samples),
-                      len({s.subject for s in samples if s.subject}), cfg.backbone, cfg.data, [], config=cfg.to_dict())
+                      len({s.subject for s in samples if s.subject}), cfg.backbone, _data_name(cfg), [], config=cfg.to_dict())
     print(f"cv: {len(samples)} images, {result.subjects} subjects, {k} folds ({scheme}) -> {out / FOLDS_FILE}", flush=True)
     for fold in range(1, k + 1):
         done = load_done_fold(out, fold) if cfg.resume else None
@@ -576,7 +602,7 @@ def run_cv_command(args: argparse.Namespace) -> int:
     if args.folds_file and overrides.get("data") == args.folds_file:
         overrides.setdefault("data_format", "manifest")
     cfg = make_config(overrides, args.config)
-    if not args.folds_file and not cfg.data:
+    if not args.folds_file and not cfg.data and not cfg.sources:
         raise ConfigError("data: no data given (--data PATH or --folds-file folds.csv)")
     res = run_cv(cfg, args.folds, args.group_by, args.stratify, args.final, args.folds_file, args.subject_pattern)
     out = Path(res.out)
