@@ -2,6 +2,8 @@
 the fold manifest, mean ± std, pooled confusion, failing folds, --resume, and `emotune report`."""
 from __future__ import annotations
 
+import dataclasses
+
 import argparse
 import csv
 import json
@@ -279,3 +281,6 @@ def test_merged_sources_join_every_folds_training_side(faces, tmp_path, monkeypa
     rows = read_folds_csv(tmp_path / "cv" / "folds.csv")[0]
     assert len(rows) == 48 and all(str(faces) in str(r.path) for r in rows)  # only the first source is cross-validated
     assert sum(f.n_test for f in res.folds) == 48
+
+    again = run_cv(dataclasses.replace(cfg, out=str(tmp_path / "cv2")), folds_file=tmp_path / "cv" / "folds.csv")
+    assert again.labels == res.labels and [f.n_test for f in again.folds] == [f.n_test for f in res.folds]

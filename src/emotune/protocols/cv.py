@@ -491,7 +491,14 @@ def run_cv(cfg: TrainConfig, folds: int | str | None = None, group_by: str | Non
     source = _check_out(out, cfg.resume, Path(folds_file) if folds_file else None)
     if source is not None:
         samples, fold_of = read_folds_csv(source)
-        keep, labels = usable(samples, cfg, str(source))
+        if cfg.sources:  # the model's labels span every source, not just the cross-validated one
+            from ..data.merge import load_merged, parse_sources
+
+            merged = load_merged(parse_sources(cfg.sources), cfg.labels, cfg.seed, cfg.ferplus_mode, cfg.val_fraction,
+                                 cfg.drop_labels).labels
+            keep, labels = usable(samples, dataclasses.replace(cfg, labels=",".join(merged)), str(source))
+        else:
+            keep, labels = usable(samples, cfg, str(source))
         samples = apply_subject_pattern([samples[i] for i in keep], subject_pattern)
         fold_of = [fold_of[i] for i in keep]
         k, scheme = max(fold_of), _scheme_of(source, reused=source.resolve() != (out / FOLDS_FILE).resolve())
@@ -597,7 +604,10 @@ def run_cv_command(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in _field_types() if getattr(args, k, None) is not None}
     overrides.setdefault("out", "runs/cv")
-    if args.folds_file and not overrides.get("data"):
+    from ..train.config import load_yaml
+
+    merging = bool(args.config and load_yaml(args.config).get("sources"))
+    if args.folds_file and not overrides.get("data") and not merging:
         overrides["data"] = args.folds_file
     if args.folds_file and overrides.get("data") == args.folds_file:
         overrides.setdefault("data_format", "manifest")
