@@ -5,9 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
 
-from .errors import ConfigError
+from .errors import BadInputError, ConfigError
 from .inference.output import FORMATS, annotate, plot_timeline, render, save_image, write_table
 
 
@@ -61,7 +60,7 @@ def _unique(path: Path, used: set[Path]) -> Path:
 
 def run_predict(args: argparse.Namespace) -> int:
     from .inference import Recognizer, collect_inputs
-    from .inference.video import VideoWriter
+    from .inference.video import VideoWriter, frame_step
 
     if not args.paths and args.webcam is None:
         raise ConfigError("give at least one image, folder, glob or video (or --webcam INDEX)")
@@ -91,11 +90,9 @@ def run_predict(args: argparse.Namespace) -> int:
         ok += 1
         if ann is not None:
             name = Path(item.file)
-            save_image(annotate(item.rgb, rec._results(item), rec.labels), _unique(ann / f"{name.stem}_emotune.jpg", used))
+            save_image(annotate(item.rgb, rec.results(item), rec.labels), _unique(ann / f"{name.stem}_emotune.jpg", used))
 
     for src in sources:
-        from .errors import BadInputError
-
         info_out: list = []
         writer = None
         video_rows: list[dict] = []
@@ -106,10 +103,10 @@ def run_predict(args: argparse.Namespace) -> int:
                     if writer is None:
                         info = info_out[0]
                         h, w = item.rgb.shape[:2]
-                        step = max(1, round(info.fps / args.fps)) if args.fps else max(1, args.every)
+                        step = frame_step(info.fps, args.every, args.fps)
                         stem = f"webcam{src}" if isinstance(src, int) else Path(src).stem
                         writer = VideoWriter(_unique(ann / f"{stem}_emotune.mp4", used), info.fps / step, (w, h))
-                    writer.write(annotate(item.rgb, rec._results(item), rec.labels))
+                    writer.write(annotate(item.rgb, rec.results(item), rec.labels))
         except BadInputError as exc:
             failed += 1
             print(f"emotune: skipped {exc.where}: {exc.problem}", file=sys.stderr)

@@ -24,7 +24,7 @@ from ..data.images import image_from_array, read_image
 from ..errors import BadInputError, CheckpointError, ConfigError
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
 from ..io import sha256_file
-from ..models.card import ModelCard, load_checkpoint, read_card
+from ..models.card import load_checkpoint, read_card
 from ..progress import progress
 from .video import VIDEO_EXTENSIONS, frame_step, iter_frames, open_video
 
@@ -185,7 +185,8 @@ class Recognizer:
         item.crops = [self.crop(item.rgb, f) for f in item.faces]
         return item
 
-    def _results(self, item: _Item) -> list[FaceResult]:
+    def results(self, item: _Item) -> list[FaceResult]:
+        """The FaceResults of a classified item (image or frame), in detection order."""
         out = []
         for i, face in enumerate(item.faces):
             p = item.probs[i]
@@ -199,7 +200,7 @@ class Recognizer:
         """Every face in one image (path, PIL image or RGB array), left to right; [] when there is none."""
         item = self._detect(_Item(str(image) if isinstance(image, (str, Path)) else "<image>", rgb=self._to_rgb(image)))
         item.probs = self.classify(item.crops)
-        return self._results(item)
+        return self.results(item)
 
     # ---- streams ------------------------------------------------------------------------------------------------
     def _batched(self, items: Iterable[_Item]) -> Iterator[_Item]:
@@ -227,7 +228,7 @@ class Recognizer:
 
     def rows(self, item: _Item) -> list[dict[str, Any]]:
         """Table rows for one item: one per face, or one row with an empty face (and `error` for bad files)."""
-        results = [] if item.error else self._results(item)
+        results = [] if item.error else self.results(item)
         return result_rows(item.file, results, self.labels, item.frame, item.time, item.error)
 
     def frame_of(self, rows: list[dict]) -> pd.DataFrame:

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from ..errors import BadInputError, ConfigError
 from ..io import atomic_write_json, atomic_write_text
 from ..taxonomy import resolve_labels
 from ..train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from ..evaluate import Metrics
 
 
 def train(cfg: TrainConfig):
