@@ -19,21 +19,23 @@ DEST = Path(__file__).resolve().parents[1] / "src" / "emotune" / "weights"
 MAX_BYTES = 25 * 1024 * 1024
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="training run folder (its best.json/best.safetensors)")
     ap.add_argument("--test-report", help="eval.json from `emotune evaluate` on the test split")
     ap.add_argument("--source-size", type=int, default=48, help="pixel size of the training faces (FER2013: 48)")
-    args = ap.parse_args()
+    ap.add_argument("--dest", default=str(DEST), help="folder for default.safetensors + default.json (default: the package's)")
+    args = ap.parse_args(argv)
+    dest = Path(args.dest)
 
     load_checkpoint(args.run)  # verifies the sha256 and that it loads
     card, card_path = read_card(args.run)
     weights = card_path.parent / card.weights_file
     if weights.stat().st_size > MAX_BYTES:
         raise SystemExit(f"{weights}: {weights.stat().st_size / 2**20:.1f} MB is over the 25 MB budget for the bundled model")
-    DEST.mkdir(parents=True, exist_ok=True)
-    atomic_write(DEST / "default.safetensors", lambda p: shutil.copyfile(weights, p))
-    card.weights_file, card.sha256 = "default.safetensors", sha256_file(DEST / "default.safetensors")
+    dest.mkdir(parents=True, exist_ok=True)
+    atomic_write(dest / "default.safetensors", lambda p: shutil.copyfile(weights, p))
+    card.weights_file, card.sha256 = "default.safetensors", sha256_file(dest / "default.safetensors")
     card.source_size = args.source_size
     card.license = "Apache-2.0 (weights); trained on FER2013, whose images are licensed for research only"
     card.training = {**card.training, "run": str(Path(args.run)), "checkpoint": card_path.name,
@@ -43,8 +45,8 @@ def main() -> None:
         keys = ("data", "tta", "accuracy", "balanced_accuracy", "macro_f1", "n")
         card.metrics = {**card.metrics, "test": {k: report[k] for k in keys if k in report},
                         "test_per_class_f1": {c["label"]: round(c["f1"], 4) for c in report["per_class"]}}
-    atomic_write_json(DEST / "default.json", card.to_dict())
-    print(f"bundled {weights} -> {DEST / 'default.safetensors'} ({(DEST / 'default.safetensors').stat().st_size / 2**20:.1f} MB)")
+    atomic_write_json(dest / "default.json", card.to_dict())
+    print(f"bundled {weights} -> {dest / 'default.safetensors'} ({(dest / 'default.safetensors').stat().st_size / 2**20:.1f} MB)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,55 @@
+"""The bundling step that turns a training run into the package's default model, and the bundled model itself."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emotune.data.synthetic import make_synthetic_dataset
+from emotune.inference import Recognizer
+from emotune.inference.recognizer import default_model_path
+from emotune.models import load_checkpoint, read_card
+from emotune.train import make_config, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bundle_main():
+    spec = importlib.util.spec_from_file_location("bundle_default_model", ROOT / "scripts" / "bundle_default_model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+def test_bundle_copies_the_best_checkpoint_with_test_metrics_and_source_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOTUNE_CACHE", str(tmp_path / "cache"))
+    data = make_synthetic_dataset(tmp_path / "d", per_class=8, size=32, seed=3)
+    run = train(make_config({"data": str(data), "backbone": "mobilenetv2", "img_size": 32, "epochs": 1, "batch_size": 16,
+                             "workers": 0, "progress": False, "val_fraction": 0.25, "channels": "grayscale",
+                             "out": str(tmp_path / "run")})).run_dir
+    labels = read_card(run)[0].labels
+    report = {"data": "test/", "tta": False, "accuracy": 0.5, "balanced_accuracy": 0.4, "macro_f1": 0.3, "n": 10,
+              "per_class": [{"label": c, "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2} for c in labels]}
+    (tmp_path / "eval.json").write_text(json.dumps(report))
+    bundle_main()(["--run", str(run), "--test-report", str(tmp_path / "eval.json"), "--dest", str(tmp_path / "pkg")])
+    model, card = load_checkpoint(tmp_path / "pkg" / "default.json")  # sha256-checked
+    assert card.source_size == 48 and card.weights_file == "default.safetensors"
+    assert card.metrics["test"]["accuracy"] == 0.5 and set(card.metrics["test_per_class_f1"]) == set(labels)
+    assert card.training["recipe"] == "configs/default_model.yaml" and "research" in card.license
+    rec = Recognizer(tmp_path / "pkg" / "default.json", detector="none", backend="torch", device="cpu")
+    probs = rec.classify([np.full((48, 48, 3), 128, np.uint8)])
+    assert probs.shape == (1, len(labels)) and np.isclose(probs.sum(), 1, atol=1e-5)
+
+
+def test_the_bundled_default_model_fits_the_budget():
+    path = default_model_path()
+    if not path.is_file():
+        pytest.skip(f"this build has no bundled default model ({path} absent)")
+    card, _ = read_card(path)
+    weights = path.parent / card.weights_file
+    assert weights.stat().st_size <= 25 * 1024 * 1024
+    assert card.labels == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    assert card.source_size == 48 and card.sha256
