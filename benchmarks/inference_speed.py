@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -31,8 +30,7 @@ from timing import timed
 
 from emotune.inference.recognizer import Recognizer, default_model_path
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKER = Path(__file__).resolve().parent / "peer_fer_worker.py"
+from peer import ROOT, FerWorker  # noqa: E402
 TARGET_FACE_MS, TARGET_FPS = 5.0, 30.0
 W, H = 640, 480
 
@@ -116,41 +114,6 @@ class EmotuneBench:
         return {"fps": n / dt, "frames": n, "frames_with_face": int(df.loc[df["x"].notna(), "frame"].nunique()), "seconds": dt}
 
 
-# ---- fer, in its own venv -----------------------------------------------------------------------------------------
-class FerWorker:
-    """peer_fer_worker.py --serve in the fer venv: one JSON command per line in, one '@@ {json}' answer per line out."""
-
-    def __init__(self, python: str, photo: Path, clip: Path, threads: int, log: Path):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-        env.pop("PYTHONPATH", None)
-        self.log = log
-        self.proc = subprocess.Popen([python, str(WORKER), "--photo", str(photo), "--video", str(clip), "--threads", str(threads),
-                                      "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(log, "w"),
-                                     text=True, env=env, cwd=str(ROOT))
-        self.info = self._answer()
-
-    def _answer(self) -> dict:
-        for line in self.proc.stdout:
-            if line.startswith("@@ "):
-                return json.loads(line[3:])
-        lines = [ln for ln in self.log.read_text().splitlines() if ln.strip()] if self.log.is_file() else []
-        raise RuntimeError(f"fer worker exited (rc {self.proc.wait()}): {lines[-1].strip() if lines else 'no output'} (log: {self.log})")
-
-    def call(self, op: str, **kw) -> dict:
-        self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
-        self.proc.stdin.flush()
-        ans = self._answer()
-        if not ans.get("ok"):
-            raise RuntimeError(f"fer worker: {op} failed: {ans.get('error')}")
-        return ans["result"]
-
-    def close(self) -> None:
-        try:
-            self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
-            self.proc.stdin.close()
-            self.proc.wait(timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
 
 
 # ---- summary ------------------------------------------------------------------------------------------------------
@@ -223,7 +186,8 @@ def main() -> None:
     else:
         try:
             for n in threads:
-                fer[n] = FerWorker(args.fer_python, photo, clip, n, tmp / f"fer_worker_{n}.log")
+                fer[n] = FerWorker(args.fer_python, n, tmp / f"fer_worker_{n}.log", "--photo", str(photo),
+                                                "--video", str(clip))
         except (OSError, RuntimeError) as exc:
             fer_reason = f"not run: {exc}"
             for w in fer.values():

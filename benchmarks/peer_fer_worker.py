@@ -14,6 +14,17 @@ Runs with the fer venv's python (benchmarks/setup_peer_env.sh) and does not impo
               TFLite model that FER() uses by default (fer's own `_classify_emotions`: one invoke per face)
   photo       FER(mtcnn=False).detect_emotions(path) on the photo: decode + Haar + crop + classify (median ms)
   video       the clip decoded with cv2.VideoCapture and FER.detect_emotions on every frame (frames/s)
+
+Accuracy commands (server only; benchmarks/posed_accuracy.py; --photo/--video may then be left out). Both return fer's
+unrounded class probabilities (`detect_emotions` rounds them to 2 decimals, which makes ties) in `labels` order, and
+check them against `detect_emotions` itself (`mismatches`: outputs whose rounded scores differ; should be 0):
+  crops       {"op": "crops", "paths": [...], "mode": "box" | "plain"}: each image is taken as one face that is
+              already cropped. "box": exactly what detect_emotions does to a face box, with the whole image as the box
+              (face_rectangles=[(0, 0, w, h)]): grey, image padded by 40 px with the mean of its bottom 2 rows, box
+              squared and grown by fer's offsets (10 px a side), cut, resized to 64x64 (INTER_LINEAR), x/255 -> -1..1.
+              "plain": no padding/offsets: grey, resized to 64x64, -1..1 (how FER2013-style crops look to the model).
+  photos      {"op": "photos", "paths": [...]}: FER(mtcnn=False).detect_emotions(path) (Haar + the above); per image
+              the number of faces, every box, and the largest face's (w*h of the Haar box) probabilities.
 """
 from __future__ import annotations
 
@@ -32,7 +43,7 @@ from timing import timed  # noqa: E402  (benchmarks/ is on sys.path: this script
 
 
 class FerBench:
-    def __init__(self, photo: str, video: str, threads: int):
+    def __init__(self, photo: str | None, video: str | None, threads: int):
         import cv2
         import numpy as np
         import tensorflow as tf
@@ -97,6 +108,67 @@ class FerBench:
         return {"fps": n / dt, "frames": n, "frames_with_face": with_face, "seconds": dt}
 
 
+    # ---- accuracy (posed_accuracy.py) --------------------------------------------------------------------------------
+    def _labels(self) -> list[str]:
+        lab = self.det._get_labels()
+        return [lab[i] for i in range(len(lab))]
+
+    def _box_input(self, gray, box):
+        """fer's own per-box preprocessing from FER.detect_emotions, step for step, with fer's own helpers."""
+        from fer.fer import FER, PADDING
+
+        padded = FER.pad(gray)
+        x1, x2, y1, y2 = self.det._FER__apply_offsets(FER.tosquare(tuple(int(v) for v in box)))
+        x1, x2, y1, y2 = max(0, x1 + PADDING), x2 + PADDING, max(0, y1 + PADDING), y2 + PADDING
+        face = self.cv2.resize(padded[y1:y2, x1:x2], self.det._FER__emotion_target_size)
+        return (face.astype("float32") / 255.0 - 0.5) * 2.0
+
+    def _probs(self, x) -> list[float]:
+        return [float(v) for v in self.det._classify_emotions(x[None])[0]]
+
+    @staticmethod
+    def _agrees(probs: list[float], emotions: dict, labels: list[str]) -> bool:
+        return all(abs(round(p, 2) - emotions[k]) < 1e-6 for p, k in zip(probs, labels))
+
+    def crops(self, paths: list[str], mode: str = "box") -> dict:
+        from fer.utils import load_image
+
+        if mode not in ("box", "plain"):
+            raise ValueError(f"mode {mode!r}: box or plain")
+        labels, out = self._labels(), []
+        mismatches = 0 if mode == "box" else None  # "plain" is not a detect_emotions path: nothing to check against
+        for path in paths:
+            img = load_image(path)  # BGR, as detect_emotions loads it
+            gray = self.cv2.cvtColor(img, self.cv2.COLOR_BGR2GRAY)
+            h, w = gray.shape
+            if mode == "box":
+                probs = self._probs(self._box_input(gray, (0, 0, w, h)))
+                ref = self.det.detect_emotions(img, face_rectangles=[(0, 0, w, h)])
+                mismatches += not (ref and self._agrees(probs, ref[0]["emotions"], labels))
+            else:
+                face = self.cv2.resize(gray, self.det._FER__emotion_target_size)
+                probs = self._probs((face.astype("float32") / 255.0 - 0.5) * 2.0)
+            out.append(probs)
+        return {"labels": labels, "probs": out, "mismatches": mismatches, "mode": mode}
+
+    def photos(self, paths: list[str]) -> dict:
+        from fer.utils import load_image
+
+        labels, out, mismatches = self._labels(), [], 0
+        for path in paths:
+            img = load_image(path)
+            faces = self.det.detect_emotions(img)
+            rec = {"faces": len(faces), "boxes": [[int(v) for v in f["box"]] for f in faces], "box": None, "probs": None}
+            if faces:
+                big = max(faces, key=lambda f: int(f["box"][2]) * int(f["box"][3]))
+                gray = self.cv2.cvtColor(img, self.cv2.COLOR_BGR2GRAY)
+                rec["box"] = [int(v) for v in big["box"]]
+                rec["probs"] = self._probs(self._box_input(gray, big["box"]))
+                mismatches += not self._agrees(rec["probs"], big["emotions"], labels)
+            out.append(rec)
+        return {"labels": labels, "results": out, "mismatches": mismatches}
+
+
 def _keras_version() -> str | None:
     try:
         import keras
@@ -108,8 +180,8 @@ def _keras_version() -> str | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--photo", required=True)
-    ap.add_argument("--video", required=True)
+    ap.add_argument("--photo", help="photo for the speed measurements (required unless --serve)")
+    ap.add_argument("--video", help="video for the speed measurements (required unless --serve)")
     ap.add_argument("--threads", type=int, default=0, help="TensorFlow/TFLite/OpenCV threads (0: their defaults)")
     ap.add_argument("--batch1-runs", type=int, default=200)
     ap.add_argument("--batch32-runs", type=int, default=20)
@@ -117,12 +189,15 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=0.0, help="stop a timing loop after this many seconds (0: never)")
     ap.add_argument("--serve", action="store_true", help="answer JSON commands from stdin (see the docstring)")
     args = ap.parse_args()
+    if not args.serve and not (args.photo and args.video):
+        ap.error("--photo and --video are required unless --serve")
     bench = FerBench(args.photo, args.video, args.threads)
     if not args.serve:
         print(json.dumps({**bench.info, "classifier": bench.classifier(args.batch1_runs, args.batch32_runs, budget_s=args.budget),
                           "photo": bench.photo_(args.photo_runs, budget_s=args.budget), "video": bench.video()}))
         return
-    ops = {"info": lambda: bench.info, "classifier": bench.classifier, "photo": bench.photo_, "video": bench.video}
+    ops = {"info": lambda: bench.info, "classifier": bench.classifier, "photo": bench.photo_, "video": bench.video,
+           "crops": bench.crops, "photos": bench.photos}
     print("@@ " + json.dumps({"ready": True, **bench.info}), flush=True)
     for line in sys.stdin:
         if not line.strip():
