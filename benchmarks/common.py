@@ -35,7 +35,9 @@ def write_report(name: str, result: dict, markdown: str, out_dir: Path | None = 
     out_dir = out_dir or Path(__file__).resolve().parent / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     env = result.setdefault("environment", environment())
-    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    from emotune.io import atomic_write_text  # results are written whole or not at all
+
+    atomic_write_text(out_dir / f"{name}.json", json.dumps(result, indent=2) + "\n")
     md = markdown + "\n\n## Environment\n\n" + "\n".join(f"- {k}: `{v}`" for k, v in env.items()) + "\n"
-    (out_dir / f"{name}.md").write_text(md)
+    atomic_write_text(out_dir / f"{name}.md", md)
     return out_dir / f"{name}.md"

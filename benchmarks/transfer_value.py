@@ -1,51 +1,68 @@
-"""Benchmark 1: what ImageNet weights are worth. The same emotune recipe on FER2013 from ImageNet weights
-and from random init; trained on train/, selected on val/, each scored once on test/.
+"""Benchmark 1: what ImageNet weights are worth. One recipe (a training config) on FER2013 from ImageNet weights and from
+random init: trained on train/, selected on val/, each scored once on test/.
 
-    python benchmarks/transfer_value.py --epochs 3 --img-size 64 --max-train-samples 10000
+    python benchmarks/transfer_value.py                     # configs/default_model.yaml: reuses runs/default_model
+    python benchmarks/transfer_value.py --config configs/fer2013_mobilenetv2.yaml --runs runs/bench_transfer
+
+The ImageNet run is the config as it is; the random-init run differs only in `pretrained: none`. Both resume after an
+interruption, a finished run is not trained again, and each test split is scored once (kept in <run>/test/eval.json).
 """
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from common import SHARED, write_report
+from common import write_report
 
-from emotune.evaluate import evaluate_dataset
+from emotune.evaluate import evaluate_dataset, plot_confusion
+from emotune.io import atomic_write_json, atomic_write_text
 from emotune.train import make_config, train
+from emotune.train.config import load_yaml
+
+
+def run_once(cfg_path: str, out: Path, pretrained: str | None) -> dict:
+    overrides = {"out": str(out), "resume": (out / "train_state.safetensors").is_file(), "progress": False}
+    if pretrained is not None:
+        overrides["pretrained"] = pretrained
+    cfg = make_config(overrides, cfg_path)
+    summary = out / "summary.json"
+    log = json.loads(summary.read_text()) if summary.is_file() else None
+    if log is None or log.get("epochs_run", 0) < cfg.epochs and not log.get("stopped_early"):
+        train(cfg)
+        log = json.loads(summary.read_text())
+    test_json = out / "test" / "eval.json"
+    if not test_json.is_file():  # the test split is scored once per run
+        test_dir = Path(cfg.val_data or cfg.data).parent / "test"
+        rep = evaluate_dataset(out, test_dir, progress=False)
+        atomic_write_json(test_json, rep.to_dict())
+        atomic_write_text(out / "test" / "eval.md", rep.to_markdown())
+        plot_confusion(rep.metrics, out / "test" / "confusion.png", title=f"{out.name}: FER2013 test")
+    test = json.loads(test_json.read_text())
+    return {"run": str(out), "pretrained": cfg.pretrained, "best_epoch": log["best_epoch"], "val": log["best"],
+            "test": {k: test[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "n")},
+            "test_per_class_f1": {c["label"]: round(c["f1"], 4) for c in test["per_class"]}}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backbone", default="mobilenetv2")
-    ap.add_argument("--weights", default=str(SHARED / "weights/imagenet/mobilenet_v2-b0353104.pth"))
-    ap.add_argument("--data", default=str(SHARED / "data/fer2013"))
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--img-size", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--max-train-samples", type=int, default=0)
-    ap.add_argument("--runs", default="runs/bench_transfer")
+    ap.add_argument("--config", default="configs/default_model.yaml", help="the recipe (FER2013 train/val in it)")
+    ap.add_argument("--runs", help="folder for both runs (default: the config's `out` for ImageNet, `<out>_random_init` beside it)")
     args = ap.parse_args()
-    rows = {}
-    for name, pretrained in (("imagenet", args.weights), ("random_init", None)):
-        out = Path(args.runs) / name
-        cfg = make_config({"data": f"{args.data}/train", "val_data": f"{args.data}/val", "backbone": args.backbone,
-                           "pretrained": pretrained, "img_size": args.img_size, "epochs": args.epochs, "batch_size": args.batch_size,
-                           "lr": args.lr, "max_train_samples": args.max_train_samples, "workers": 1, "progress": False,
-                           "out": str(out), "resume": (out / "train_state.safetensors").is_file()})
-        res = train(cfg)
-        test = evaluate_dataset(out, f"{args.data}/test", progress=False)
-        rows[name] = {"best_epoch": res.best_epoch, "val": res.best_metrics, "test": test.metrics.summary(),
-                      "test_per_class_f1": {c.label: round(c.f1, 4) for c in test.metrics.per_class}}
+    base = Path(load_yaml(args.config).get("out", "runs/transfer"))
+    imagenet_out = Path(args.runs) / "imagenet" if args.runs else base
+    random_out = Path(args.runs) / "random_init" if args.runs else base.with_name(base.name + "_random_init")
+    rows = {"imagenet": run_once(args.config, imagenet_out, None), "random_init": run_once(args.config, random_out, "none")}
     a, b = rows["imagenet"]["test"], rows["random_init"]["test"]
-    md = [f"# Transfer learning's value on FER2013 ({args.backbone}, {args.epochs} epochs, {args.img_size}px, "
-          f"{args.max_train_samples or 'all'} training images)", "",
-          "| init | test accuracy | balanced accuracy | macro-F1 | best epoch (on val) |", "|---|---|---|---|---|"]
-    for name, r in rows.items():
-        t = r["test"]
-        md.append(f"| {name} | {t['accuracy']:.4f} | {t['balanced_accuracy']:.4f} | {t['macro_f1']:.4f} | {r['best_epoch']} |")
-    md += ["", f"ImageNet minus random init: {a['accuracy'] - b['accuracy']:+.4f} test accuracy."]
-    print(write_report("transfer_value", {"args": vars(args), "results": rows}, "\n".join(md)))
+    labels = list(rows["imagenet"]["test_per_class_f1"])
+    md = ["| start | best epoch | val accuracy | test accuracy | test balanced acc. | test macro-F1 |", "|---|---|---|---|---|---|"]
+    md += [f"| {k} | {r['best_epoch']} | {r['val']['val_accuracy']:.4f} | {r['test']['accuracy']:.4f} | "
+           f"{r['test']['balanced_accuracy']:.4f} | {r['test']['macro_f1']:.4f} |" for k, r in rows.items()]
+    md += ["", f"ImageNet minus random init, test accuracy: **{a['accuracy'] - b['accuracy']:+.4f}**", "",
+           "| test F1 | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    md += [f"| {k} | " + " | ".join(f"{r['test_per_class_f1'][c]:.3f}" for c in labels) + " |" for k, r in rows.items()]
+    write_report("transfer_value", {"config": args.config, "runs": rows, "test_accuracy_gain": a["accuracy"] - b["accuracy"]},
+                 "\n".join(md))
 
 
 if __name__ == "__main__":
