@@ -1,0 +1,62 @@
+"""Render the README's default-model section from the test report, so every figure there comes from a command.
+
+    python scripts/model_section.py --eval runs/default_model/test/eval.json --write README.md
+
+Replaces the text between `<!-- default-model:start -->` and `<!-- default-model:end -->` (or prints it without --write).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+from emotune.io import atomic_write_text
+from emotune.models.card import read_card
+
+START, END = "<!-- default-model:start -->", "<!-- default-model:end -->"
+
+
+def render(report: dict, card, machine: str) -> str:
+    labels = report["labels"]
+    lines = [START, "",
+             f"MobileNetV2 from ImageNet weights, {card.input_size}x{card.input_size} {card.channels} faces, trained on FER2013 `train/` "
+             f"with `configs/default_model.yaml`, best epoch ({card.metrics.get('epoch')}) chosen on `val/`, "
+             f"{(Path('src/emotune/weights') / card.weights_file).stat().st_size / 2**20:.1f} MB. "
+             "FER2013 `test/` (PrivateTest), scored once after training:", "",
+             "| metric | FER2013 test |", "|---|---|",
+             f"| accuracy | **{report['accuracy']:.4f}** |", f"| balanced accuracy | {report['balanced_accuracy']:.4f} |",
+             f"| macro-F1 | {report['macro_f1']:.4f} |", f"| images | {report['n']} |", "",
+             "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    lines += [f"| {c['label']} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |" for c in report["per_class"]]
+    lines += ["", "Confusion matrix (rows: true, columns: predicted):", "",
+              "| true \\ pred | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    lines += [f"| {t} | " + " | ".join(str(v) for v in row) + " |" for t, row in zip(labels, report["confusion"])]
+    lines += ["", "Reproduce: `emotune train --config configs/default_model.yaml`, then "
+              "`emotune evaluate --model runs/default_model --data ../shared/data/fer2013/test --out runs/default_model/test` "
+              f"(flip TTA: {'on' if report.get('tta') else 'off'}). Machine: {machine}.", "", END]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--eval", required=True, help="eval.json from `emotune evaluate` on FER2013 test")
+    ap.add_argument("--card", default="src/emotune/weights/default.json", help="the bundled model card")
+    ap.add_argument("--machine", default=f"{platform.machine()} CPU, {platform.system()}, 2 cores (the shared development machine)")
+    ap.add_argument("--write", help="file to update in place (between the markers)")
+    args = ap.parse_args()
+    card, _ = read_card(args.card)
+    text = render(json.loads(Path(args.eval).read_text()), card, args.machine)
+    if not args.write:
+        print(text)
+        return
+    target = Path(args.write)
+    doc = target.read_text(encoding="utf-8")
+    if START not in doc or END not in doc:
+        raise SystemExit(f"{target}: no {START} ... {END} block to replace")
+    atomic_write_text(target, doc[:doc.index(START)] + text + doc[doc.index(END) + len(END):])
+    print(f"updated {target}")
+
+
+if __name__ == "__main__":
+    main()
