@@ -53,3 +53,23 @@ def test_the_bundled_default_model_fits_the_budget():
     assert weights.stat().st_size <= 25 * 1024 * 1024
     assert card.labels == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
     assert card.source_size == 48 and card.sha256
+
+
+def test_readme_section_is_rendered_from_the_test_report(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("model_section", ROOT / "scripts" / "model_section.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from emotune.models import ModelCard
+
+    labels = ["happy", "sad"]
+    card = ModelCard("mobilenetv2", labels, 64, [0.5], [0.5], "grayscale", 1, weights_file="default.safetensors",
+                     metrics={"epoch": 7})
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src/emotune/weights").mkdir(parents=True)
+    (tmp_path / "src/emotune/weights/default.safetensors").write_bytes(b"x" * 2048)
+    report = {"labels": labels, "accuracy": 0.7012, "balanced_accuracy": 0.65, "macro_f1": 0.6, "n": 10, "tta": False,
+              "per_class": [{"label": c, "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 5} for c in labels],
+              "confusion": [[4, 1], [2, 3]]}
+    text = mod.render(report, card, "test machine")
+    assert text.startswith(mod.START) and text.endswith(mod.END)
+    assert "**0.7012**" in text and "| happy | 4 | 1 |" in text and "best epoch (7)" in text and "test machine" in text
