@@ -152,8 +152,7 @@ def markdown(p: dict) -> str:
         f"emotune model: `{m['spec']}` ({m['backbone']}, {m['input_size']} px, {m['in_chans']} channel(s), labels "
         f"{', '.join(m['labels'])}); card: training run `{m['run']}`, **epoch {m['epoch']}** (val accuracy "
         f"{pct(m['val_accuracy'])}% on {m['val_data']}), weights sha256 `{m['sha256'][:12]}`."
-        + (" The bundled default model is an interim checkpoint of an unfinished training run: re-run for the final one."
-           if m["is_default"] else ""),
+        + (" (the bundled default model)" if m["is_default"] else ""),
         "Peer: " + (f"fer {fi.get('fer')} (TensorFlow {fi.get('tensorflow')}, OpenCV {fi.get('opencv')}), `FER(mtcnn=False)` "
                     "defaults: OpenCV Haar cascade + its quantised TFLite mini-Xception (64x64 grey), in its own venv."
                     if fer_on else f"fer {p['fer']['status']}"),
