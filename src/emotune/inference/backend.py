@@ -94,10 +94,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EMOTUNE_CACHE", Path.home() / ".cache" / "emotune"))
 
 
-def cached_onnx(model: nn.Module, card: ModelCard) -> Path:
-    """The model's ONNX export, made once per weights file (keyed by its sha256) in the emotune cache."""
+def onnx_cache_path(card: ModelCard) -> Path:
+    """Where the ONNX export of a card's weights lives in the emotune cache (keyed by the weights' sha256)."""
     key = (card.sha256 or "nohash")[:16]
-    path = cache_dir() / "onnx" / f"{card.backbone}-{key}-opset{ONNX_OPSET}.onnx"
+    return cache_dir() / "onnx" / f"{card.backbone}-{key}-opset{ONNX_OPSET}.onnx"
+
+
+def cached_onnx(make_model, card: ModelCard) -> Path:
+    """The model's ONNX export, made once per weights file in the emotune cache; `make_model()` builds the PyTorch
+    model only when there is no export yet, so a cache hit costs no model construction."""
+    path = onnx_cache_path(card)
     if not path.is_file():
-        export_onnx(model, card, path)
+        export_onnx(make_model(), card, path)
     return path

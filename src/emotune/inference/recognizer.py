@@ -99,14 +99,18 @@ def load_backend(model: str | Path | None, device: str = "cpu", backend: str = "
         if card.sha256 and sha256_file(path) != card.sha256:
             raise CheckpointError(f"{path}: sha256 does not match its model card {card_path}")
         return card, OnnxBackend(path, threads)
-    torch_model, card = load_checkpoint(path)
     if backend == "onnx" or (backend == "auto" and device == "cpu"):
+        card, card_path = read_card(path)
+        weights = card_path.parent / card.weights_file
+        if not card.sha256 or not weights.is_file() or sha256_file(weights) != card.sha256:
+            load_checkpoint(path)  # raises the same clear error a PyTorch load would
         try:
-            return card, OnnxBackend(cached_onnx(torch_model, card), threads)
+            return card, OnnxBackend(cached_onnx(lambda: load_checkpoint(path)[0], card), threads)
         except Exception as exc:  # noqa: BLE001 - any export/runtime failure falls back to PyTorch in auto mode
             if backend == "onnx":
                 raise ConfigError(f"onnx backend unavailable: {exc}") from None
             log.warning("onnxruntime path unavailable (%s); using PyTorch", exc)
+    torch_model, card = load_checkpoint(path)
     return card, TorchBackend(torch_model, device)
 
 
