@@ -104,3 +104,22 @@ def test_sources_are_yaml_only_and_exclusive_with_data(big):
     assert "--sources" not in p.format_help()
     with pytest.raises(ConfigError, match="either data or sources"):
         make_config({"data": str(big), "sources": [{"data": str(big)}]})
+
+
+def test_epoch_samples_sets_the_draws_per_epoch_and_keeps_source_shares(big, lab):
+    from emotune.train.engine import build_data, make_loaders
+
+    sources = [{"name": "big", "data": str(big), "missing": ["contempt"], "weight": 1},
+               {"name": "lab", "data": str(lab), "missing": ["neutral"], "weight": 1}]
+    base = {"sources": sources, "img_size": 32, "batch_size": 8, "workers": 0, "val_fraction": 0.25}
+    data = build_data(make_config(base), 32, (0.5,), (0.5,))
+    natural, _ = make_loaders(make_config(base), data, torch.device("cpu"))
+    budget, _ = make_loaders(make_config({**base, "epoch_samples": 40}), data, torch.device("cpu"))
+    assert len(natural.sampler) == len(data.train) and len(budget.sampler) == 40 and len(budget) == 5
+    names = np.array([s.dataset for s in data.train.samples])
+    drawn = names[list(budget.sampler)]
+    assert 0.2 < (drawn == "lab").mean() < 0.8  # half the draws expected from each source, whatever their sizes
+    plain = make_config({"data": str(big), "drop_labels": ["neutral"], "img_size": 32, "batch_size": 8, "workers": 0,
+                         "epoch_samples": 24})
+    loader, _ = make_loaders(plain, build_data(plain, 32, (0.5,), (0.5,)), torch.device("cpu"))
+    assert len(loader.sampler) == 24

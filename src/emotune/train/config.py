@@ -36,6 +36,8 @@ class TrainConfig:
     labels: str = opt("auto", "label set: basic7, basic8, auto (those in the data) or a comma list")
     drop_labels: list[str] = opt([], "labels to drop from the data (comma list), e.g. contempt")
     max_train_samples: int = opt(0, "use a stratified random subset of this many training images (0 = all)")
+    epoch_samples: int = opt(0, "training draws per epoch (0 = one pass over the training set); sets the budget when merged "
+                                "sources are drawn by weight, e.g. to match the steps of a single-dataset run")
     max_val_samples: int = opt(0, "use a stratified random subset of this many validation images (0 = all)")
     on_bad: str = opt("skip", "bad images: skip and report them, or fail on the first", ("skip", "fail"))
     cache: bool = opt(True, "decode images once and keep them in memory (fast for small face crops)")

@@ -187,28 +187,35 @@ def build_data(cfg: TrainConfig, size: int, mean, std) -> DataBundle:
     return DataBundle(labels, train_ds, val_ds, soft, tr_prep.skipped + va_prep.skipped, describe, specs)
 
 
+def draw_weights(cfg: TrainConfig, data: DataBundle) -> np.ndarray | None:
+    """Per-image draw weights from source shares or --class-balance sampler; None = uniform."""
+    by_source = source_sample_weights(data.train.samples, data.sources) if data.sources else None
+    if by_source is not None and cfg.class_balance == "sampler":
+        raise ConfigError("per-source weights and --class-balance sampler both set the draws; use --class-balance loss")
+    if cfg.class_balance == "sampler":
+        counts = np.bincount(data.train.targets, minlength=len(data.labels)).astype(float)
+        return 1.0 / counts[np.asarray(data.train.targets)]
+    return by_source
+
+
 def make_loaders(cfg: TrainConfig, data: DataBundle, device: torch.device, dist: Dist = Dist()) -> tuple[DataLoader, DataLoader]:
     common = dict(num_workers=cfg.workers, pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0)
     sampler = None
     if dist.enabled:
-        if cfg.class_balance == "sampler" or any(s.weight is not None for s in data.sources):
-            raise ConfigError("weighted draws (--class-balance sampler, source weights) are not supported with torchrun; "
+        if cfg.class_balance == "sampler" or cfg.epoch_samples or any(s.weight is not None for s in data.sources):
+            raise ConfigError("weighted draws (--class-balance sampler, --epoch-samples, source weights) are not supported with torchrun; "
                               "use --class-balance loss")
         from torch.utils.data.distributed import DistributedSampler
 
         # each process sees its own 1/world of the data every epoch (reshuffled by set_epoch)
         sampler = DistributedSampler(data.train, dist.world, dist.rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    elif data.sources and source_sample_weights(data.train.samples, data.sources) is not None:
-        if cfg.class_balance == "sampler":
-            raise ConfigError("per-source weights and --class-balance sampler both set the draws; use --class-balance loss")
-        weights = source_sample_weights(data.train.samples, data.sources)
-        sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(weights), replacement=True,
-                                        generator=torch.Generator().manual_seed(cfg.seed))
-    elif cfg.class_balance == "sampler":
-        counts = np.bincount(data.train.targets, minlength=len(data.labels)).astype(float)
-        weights = 1.0 / counts[np.asarray(data.train.targets)]
-        sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(weights), replacement=True,
-                                        generator=torch.Generator().manual_seed(cfg.seed))
+    else:
+        weights = draw_weights(cfg, data)
+        if weights is not None or cfg.epoch_samples:
+            # with replacement: each source or class gets its share of the draws, however small it is
+            weights = np.ones(len(data.train)) if weights is None else weights
+            sampler = WeightedRandomSampler(weights.tolist(), num_samples=cfg.epoch_samples or len(weights), replacement=True,
+                                            generator=torch.Generator().manual_seed(cfg.seed))
     train = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(data.train) > cfg.batch_size,
                        generator=torch.Generator().manual_seed(cfg.seed), **common)
     val = DataLoader(data.val, batch_size=cfg.batch_size * 2, shuffle=False, **common)
