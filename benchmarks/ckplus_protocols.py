@@ -1,0 +1,138 @@
+"""Benchmarks 5 and 6 (CK+ side): transfer protocols compared on the same CK+ subject-grouped 10 folds.
+
+    python benchmarks/ckplus_protocols.py --run          # runs (or resumes) every cross-validation, then reports
+    python benchmarks/ckplus_protocols.py                # reports the runs that exist
+
+Protocols (same backbone, input and CK+ budget: MobileNetV2, 64 px grey, 15 epochs over the CK+ training folds):
+  a       ImageNet -> CK+                          configs/ckplus_cv.yaml
+  b       ImageNet -> FER2013 -> CK+ (cascade)      the same, starting from the FER2013 model (runs/default_model)
+  c       ImageNet -> FER2013 + CK+ in one stage    configs/ckplus_cv_merged.yaml
+  fusion  (a) with the multi-level fusion head      --head fusion_concat
+
+Ng et al. (2015) found (b) best on SFEW and (c) worse. Every protocol after (a) reuses (a)'s folds.csv, so the folds are
+identical and per-fold differences are paired; the report gives each protocol's mean ± std over folds, the pooled
+accuracy, and against (a) the mean paired difference with a Wilcoxon signed-rank p-value.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from common import write_report
+
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+
+
+def protocols(runs: Path, fer_model: str) -> dict[str, dict]:
+    folds = str(runs / "ck_cv_imagenet" / "folds.csv")
+    same = ["--folds-file", folds]
+    return {
+        "a": {"title": "(a) ImageNet -> CK+", "out": runs / "ck_cv_imagenet",
+              "argv": ["--config", "configs/ckplus_cv.yaml", "--folds", "10", "--group-by", "subject", "--stratify"]},
+        "b": {"title": "(b) ImageNet -> FER2013 -> CK+", "out": runs / "ck_cv_fer2013",
+              "argv": ["--config", "configs/ckplus_cv.yaml", *same, "--pretrained", fer_model]},
+        "c": {"title": "(c) ImageNet -> FER2013 + CK+ merged, one stage", "out": runs / "ck_cv_merged",
+              "argv": ["--config", "configs/ckplus_cv_merged.yaml", *same]},
+        "fusion": {"title": "(a) with the fusion head (fusion_concat)", "out": runs / "ck_cv_fusion",
+                   "argv": ["--config", "configs/ckplus_cv.yaml", *same, "--head", "fusion_concat"]},
+    }
+
+
+def command(p: dict) -> list[str]:
+    return ["emotune", "cv", *p["argv"], "--out", str(p["out"])]
+
+
+def load(p: dict) -> dict | None:
+    path = Path(p["out"]) / "cv.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run(p: dict) -> None:
+    """Run or resume one cross-validation through the CLI (what a user would type)."""
+    done = load(p)
+    if done and done.get("complete") and not done.get("folds_failed"):
+        return
+    argv = command(p) + (["--resume"] if (Path(p["out"]) / "folds.csv").is_file() else [])
+    exe = str(Path(sys.executable).with_name("emotune"))
+    print("running:", " ".join(argv), flush=True)
+    subprocess.run([exe, *argv[1:]], check=False)
+
+
+def fold_scores(cv: dict, metric: str = "accuracy") -> dict[int, float]:
+    return {f["fold"]: f["metrics"][metric] for f in cv["folds"] if f["status"] == "ok"}
+
+
+def paired(a: dict, b: dict, metric: str = "accuracy") -> dict:
+    """b - a on the folds both finished: mean ± std of the differences and a Wilcoxon signed-rank p-value."""
+    sa, sb = fold_scores(a, metric), fold_scores(b, metric)
+    common = sorted(set(sa) & set(sb))
+    diffs = [sb[k] - sa[k] for k in common]
+    out = {"folds": len(common), "mean_diff": statistics.fmean(diffs) if diffs else None,
+           "std_diff": statistics.stdev(diffs) if len(diffs) > 1 else None, "wins": sum(d > 0 for d in diffs),
+           "ties": sum(d == 0 for d in diffs), "losses": sum(d < 0 for d in diffs), "p_wilcoxon": None}
+    if len(common) >= 5 and any(diffs):
+        from scipy.stats import wilcoxon
+
+        out["p_wilcoxon"] = float(wilcoxon(diffs, zero_method="zsplit").pvalue)
+    return out
+
+
+def row(key: str, p: dict, cv: dict | None) -> dict:
+    r = {"key": key, "title": p["title"], "command": " ".join(command(p)), "run": str(p["out"])}
+    if cv is None:
+        return {**r, "status": "not run"}
+    return {**r, "status": "complete" if cv.get("complete") else "partial", "folds_ok": cv.get("folds_ok"), "k": cv["k"],
+            "labels": cv["labels"], "mean": cv["mean"], "std": cv["std"], "pooled_accuracy": cv["pooled"].get("accuracy"),
+            "per_fold_accuracy": fold_scores(cv)}
+
+
+def render(rows: list[dict], comparisons: dict[str, dict]) -> str:
+    def pm(r: dict, m: str) -> str:
+        return f"{r['mean'][m]:.4f} ± {r['std'][m]:.4f}" if r.get("mean") else "-"
+
+    md = ["# CK+ transfer protocols (subject-grouped 10-fold cross-validation, identical folds)", "",
+          "| protocol | folds | accuracy | balanced acc. | macro-F1 | pooled acc. | status |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        folds = f"{r.get('folds_ok', 0)}/{r.get('k', '-')}"
+        pooled = f"{r['pooled_accuracy']:.4f}" if r.get("pooled_accuracy") is not None else "-"
+        md.append(f"| {r['title']} | {folds} | {pm(r, 'accuracy')} | {pm(r, 'balanced_accuracy')} | {pm(r, 'macro_f1')} | "
+                  f"{pooled} | {r['status']} |")
+    if comparisons:
+        md += ["", "Paired against (a), fold by fold (accuracy):", "",
+               "| protocol | folds | mean difference | wins / ties / losses | Wilcoxon p |", "|---|---|---|---|---|"]
+        for key, c in comparisons.items():
+            if c["mean_diff"] is None:
+                continue
+            sd = f" ± {c['std_diff']:.4f}" if c["std_diff"] is not None else ""
+            p = f"{c['p_wilcoxon']:.3f}" if c["p_wilcoxon"] is not None else "-"
+            md.append(f"| {key} | {c['folds']} | {c['mean_diff']:+.4f}{sd} | {c['wins']} / {c['ties']} / {c['losses']} | {p} |")
+    md += ["", "Commands (run from the repository root; `python benchmarks/ckplus_protocols.py --run` runs them all):", ""]
+    md += [f"- {r['title']}: `{r['command']}`" for r in rows]
+    return "\n".join(md)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", action="store_true", help="run or resume the cross-validations that are not complete")
+    ap.add_argument("--runs", default="runs", help="folder of the cv runs")
+    ap.add_argument("--fer-model", default="runs/default_model", help="the FER2013 model that (b) starts from")
+    ap.add_argument("--only", default="a,b,c,fusion", help="comma list of protocols")
+    args = ap.parse_args()
+    ps = {k: v for k, v in protocols(Path(args.runs), args.fer_model).items() if k in args.only.split(",")}
+    if args.run:
+        for p in ps.values():
+            run(p)
+    cvs = {k: load(p) for k, p in ps.items()}
+    rows = [row(k, p, cvs[k]) for k, p in ps.items()]
+    base = cvs.get("a")
+    comparisons = {k: paired(base, cv) for k, cv in cvs.items() if k != "a" and cv is not None and base is not None}
+    result = {"rows": rows, "paired_vs_a": comparisons}
+    print(write_report("ckplus_protocols", result, render(rows, comparisons)))
+
+
+if __name__ == "__main__":
+    main()

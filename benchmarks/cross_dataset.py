@@ -1,0 +1,91 @@
+"""Benchmark 7: cross-dataset evaluation, a train-set x test-set table over FER2013, FER+ and CK+.
+
+    python benchmarks/cross_dataset.py        # about 3 min on 2 CPU cores once the three models exist
+
+Models (rows):
+  FER2013  runs/default_model: configs/default_model.yaml (the bundled default model's run)
+  FER+     runs/ferplus_from_fer2013: configs/ferplus_from_fer2013.yaml (the FER2013 model fine-tuned on FER+ majority labels)
+  CK+      runs/ck_cv_imagenet/final: `emotune cv --config configs/ckplus_cv.yaml ... --final` (all of CK+)
+Test sets (columns): FER2013 test/ (PrivateTest), FER+ FER2013Test/ (majority of ten votes; unknown and not-a-face
+dropped) and all of CK+. CK+ has no test split, so the CK+ model's own cell is its subject-grouped 10-fold
+cross-validation (pooled over folds, from runs/ck_cv_imagenet/cv.json), never the final model on its training images.
+
+Each model is scored on the test images whose label it has (`emotune evaluate --drop-unknown-labels`): CK+ contempt is
+dropped for the FER2013 model, neutral for the CK+ model. Predictions range over all of the model's labels, so a FER2013
+model that calls a CK+ face neutral is wrong, as it would be for a user. Every cell's `emotune evaluate` report is kept
+in <model>/cross/<test set>/eval.json and is not recomputed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common import SHARED, write_report
+
+from emotune.evaluate import evaluate_dataset
+from emotune.io import atomic_write_json, atomic_write_text
+
+TESTS = {"FER2013": SHARED / "data" / "fer2013" / "test", "FER+": SHARED / "data" / "ferplus" / "FER2013Test",
+         "CK+": SHARED / "data" / "ckplus48"}
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+
+
+def score(model: Path, test: str, data: Path) -> dict:
+    cached = model / "cross" / test.replace("+", "plus") / "eval.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    rep = evaluate_dataset(model, data, drop_unknown_labels=True, progress=False)
+    atomic_write_json(cached, rep.to_dict())
+    atomic_write_text(cached.with_suffix(".md"), rep.to_markdown())
+    return rep.to_dict()
+
+
+def cv_cell(cv_json: Path) -> dict:
+    """The pooled subject-grouped CV score: the honest in-dataset figure for a set without a test split."""
+    cv = json.loads(cv_json.read_text())
+    return {**{m: cv["pooled"][m] for m in METRICS}, "n": cv["n"], "source": f"{cv['k']}-fold CV, pooled ({cv_json})",
+            "dropped_labels": {}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fer2013", default="runs/default_model")
+    ap.add_argument("--ferplus", default="runs/ferplus_from_fer2013")
+    ap.add_argument("--ckplus", default="runs/ck_cv_imagenet/final")
+    ap.add_argument("--ckplus-cv", default="runs/ck_cv_imagenet/cv.json")
+    args = ap.parse_args()
+    models = {"FER2013": Path(args.fer2013), "FER+": Path(args.ferplus), "CK+": Path(args.ckplus)}
+    cells: dict[str, dict[str, dict]] = {}
+    for train_set, model in models.items():
+        if not (model / "model.json").is_file() and not (model / "best.json").is_file():
+            print(f"skip {train_set}: no model in {model}")
+            continue
+        cells[train_set] = {}
+        for test, data in TESTS.items():
+            if train_set == "CK+" and test == "CK+":
+                cells[train_set][test] = cv_cell(Path(args.ckplus_cv))
+            else:
+                r = score(model, test, data)
+                cells[train_set][test] = {**{m: r[m] for m in METRICS}, "n": r["n"], "dropped_labels": r["dropped_labels"],
+                                          "per_class_f1": {c["label"]: c["f1"] for c in r["per_class"] if c["support"]}}
+            print(f"{train_set} -> {test}: {cells[train_set][test]['accuracy']:.4f}", flush=True)
+
+    def table(metric: str) -> list[str]:
+        lines = [f"| trained on \\ tested on | " + " | ".join(TESTS) + " |", "|---" * (len(TESTS) + 1) + "|"]
+        for train_set, row in cells.items():
+            vals = [f"{row[t][metric]:.3f}" + (" (cv)" if "source" in row[t] else "") for t in TESTS]
+            lines.append(f"| {train_set} (`{models[train_set]}`) | " + " | ".join(vals) + " |")
+        return lines
+
+    md = ["# Cross-dataset evaluation", "", "Accuracy:", "", *table("accuracy"), "", "Balanced accuracy:", "",
+          *table("balanced_accuracy"), "", "Macro-F1:", "", *table("macro_f1"), "",
+          "Images scored per cell (dropped: test labels the model lacks):", ""]
+    md += [f"- {tr} -> {te}: n={c['n']}" + (f", dropped {c['dropped_labels']}" if c["dropped_labels"] else "")
+           + (f"; {c['source']}" if "source" in c else "") for tr, row in cells.items() for te, c in row.items()]
+    print(write_report("cross_dataset", {"models": {k: str(v) for k, v in models.items()}, "tests": {k: str(v) for k, v in TESTS.items()},
+                                         "cells": cells}, "\n".join(md)))
+
+
+if __name__ == "__main__":
+    main()
