@@ -41,3 +41,42 @@ def write_report(name: str, result: dict, markdown: str, out_dir: Path | None = 
     md = markdown + "\n\n## Environment\n\n" + "\n".join(f"- {k}: `{v}`" for k, v in env.items()) + "\n"
     atomic_write_text(out_dir / f"{name}.md", md)
     return out_dir / f"{name}.md"
+
+
+def train_and_test(cfg_path: str, out: Path, overrides: dict | None = None) -> dict:
+    """Train one recipe (resuming; a finished run is not trained again) and score its test split once.
+
+    The test split is `<val_data parent>/test` (FER2013 layout); its report is kept in <run>/test/eval.json."""
+    from emotune.evaluate import evaluate_dataset, plot_confusion
+    from emotune.io import atomic_write_json, atomic_write_text
+    from emotune.train import make_config, train
+
+    cfg = make_config({**(overrides or {}), "out": str(out), "resume": (out / "train_state.safetensors").is_file(),
+                       "progress": False}, cfg_path)
+    summary = out / "summary.json"
+    log = json.loads(summary.read_text()) if summary.is_file() else None
+    if log is None or log.get("epochs_run", 0) < cfg.epochs and not log.get("stopped_early"):
+        train(cfg)
+        log = json.loads(summary.read_text())
+    test_json = out / "test" / "eval.json"
+    if not test_json.is_file():  # the test split is scored once per run
+        test_dir = Path(cfg.val_data or cfg.data).parent / "test"
+        rep = evaluate_dataset(out, test_dir, progress=False)
+        atomic_write_json(test_json, rep.to_dict())
+        atomic_write_text(out / "test" / "eval.md", rep.to_markdown())
+        plot_confusion(rep.metrics, out / "test" / "confusion.png", title=f"{out.name}: test")
+    test = json.loads(test_json.read_text())
+    return {"run": str(out), "pretrained": cfg.pretrained, "head": cfg.head, "best_epoch": log["best_epoch"], "val": log["best"],
+            "test": {k: test[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "n")},
+            "test_per_class_f1": {c["label"]: round(c["f1"], 4) for c in test["per_class"]}}
+
+
+def comparison_markdown(rows: dict[str, dict], what: str, verdict: str) -> list[str]:
+    """Side-by-side table of `train_and_test` rows: validation, test metrics and per-class test F1."""
+    labels = list(next(iter(rows.values()))["test_per_class_f1"])
+    md = [f"| {what} | best epoch | val accuracy | test accuracy | test balanced acc. | test macro-F1 |", "|---|---|---|---|---|---|"]
+    md += [f"| {k} | {r['best_epoch']} | {r['val']['val_accuracy']:.4f} | {r['test']['accuracy']:.4f} | "
+           f"{r['test']['balanced_accuracy']:.4f} | {r['test']['macro_f1']:.4f} |" for k, r in rows.items()]
+    md += ["", verdict, "", "| test F1 | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    md += [f"| {k} | " + " | ".join(f"{r['test_per_class_f1'][c]:.3f}" for c in labels) + " |" for k, r in rows.items()]
+    return md
