@@ -164,6 +164,9 @@ def test_cv_run_writes_folds_reports_and_final_model(cv_run, faces):
         test_subj = {r["subject"] for r in split if r["split"] == "test"}
         assert test_subj.isdisjoint({r["subject"] for r in split if r["split"] == "train"})
         assert f["n_test"] == sum(r["split"] == "test" for r in split) == f["metrics"]["n"]
+        fdir = out / f"fold_{f['fold']}"  # a scored fold keeps its best model, not its resume state
+        assert (fdir / "best.safetensors").is_file() and (fdir / "test.json").is_file()
+        assert not (fdir / "train_state.safetensors").exists() and not (fdir / "last.safetensors").exists()
     md = (out / "cv.md").read_text()
     assert "± " in md and "Pooled confusion" in md and "| 3 | ok |" in md
 

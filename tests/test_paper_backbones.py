@@ -8,6 +8,7 @@ that no subject crosses. Tiny synthetic faces and one epoch each: this proves th
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,4 @@ def test_merge_fusion_cascade_and_grouped_cv(backbone, sets, tmp_path):
     assert not crossing_subjects(samples, fold_of)
     report = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert report["backbone"] == backbone and 0.0 <= report["mean"]["accuracy"] <= 1.0
+    shutil.rmtree(tmp_path)  # VGG16's run folders hold several GB of checkpoints; pytest keeps the last three sessions

@@ -438,7 +438,16 @@ def run_fold(cfg: TrainConfig, fold: int, samples: Sequence[Sample], fold_of: Se
         res.traceback = traceback.format_exc()
     res.seconds = round(time.perf_counter() - t0, 2)
     atomic_write_json(fdir / "fold.json", res.to_dict())
+    if res.ok:
+        prune_fold(fdir)
     return res
+
+
+def prune_fold(fdir: Path) -> None:
+    """Keep a scored fold's best checkpoint only: its resume state and last epoch are not needed once fold.json is
+    written (with Adam, they are four times the model: 2.2 GB per fold for VGG16)."""
+    for name in ("train_state.safetensors", "last.safetensors", "last.json"):
+        (fdir / name).unlink(missing_ok=True)
 
 
 def load_done_fold(out: Path, fold: int) -> FoldResult | None:
