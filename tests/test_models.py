@@ -230,6 +230,19 @@ def test_grayscale_weights_onto_an_rgb_model(tmp_path):
     assert model(torch.randn(2, 3, SIZE, SIZE)).shape == (2, 7)
 
 
+def test_vit_weights_for_224_px_load_at_another_input_size(tmp_path):
+    """A ViT file made for 224 px (14x14 patches) initialises a 64 px model: position embeddings resampled to 4x4."""
+    src = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0).state_dict()
+    save_file(src, tmp_path / "vit224.safetensors")
+    model = create_model("vit_small", num_classes=7, pretrained=str(tmp_path / "vit224.safetensors"), img_size=64)
+    assert model.pos_embed.shape == (1, 1 + 16, 384)
+    assert torch.equal(model.pos_embed[:, 0], src["pos_embed"][:, 0]), "the class token's embedding is kept as it is"
+    grid = src["pos_embed"][0, 1:].reshape(14, 14, 384)
+    assert torch.allclose(model.pos_embed[0, 1:].mean(0), grid.reshape(-1, 384).mean(0), atol=0.05)
+    assert torch.equal(model.blocks[0].attn.qkv.weight, src["blocks.0.attn.qkv.weight"])
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 7)
+
+
 # ------------------------------------------------------------------------------------------ safety
 
 

@@ -47,6 +47,18 @@ def _first_conv_weight(model: nn.Module, dst: dict[str, torch.Tensor]) -> str | 
     return next((k for k, v in dst.items() if k.endswith("weight") and v.ndim == 4), None)
 
 
+def _resample_pos_embed(src: torch.Tensor, dst: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """Bicubic resampling of a ViT's absolute position embeddings onto the model's patch grid (timm's own helper)."""
+    from timm.layers import resample_abs_pos_embed
+
+    prefix = 0 if getattr(model, "no_embed_class", False) else int(getattr(model, "num_prefix_tokens", 1))
+    old, new = src.shape[1] - prefix, dst.shape[1] - prefix
+    if int(old ** 0.5) ** 2 != old or int(new ** 0.5) ** 2 != new:
+        raise CheckpointError(f"pos_embed of {src.shape[1]} tokens cannot be resampled to {dst.shape[1]} (square grids only)")
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None) or (int(new ** 0.5),) * 2
+    return resample_abs_pos_embed(src, new_size=list(grid), num_prefix_tokens=prefix)
+
+
 def map_state_dict(src: dict[str, torch.Tensor], model: nn.Module, head: str) -> dict[str, torch.Tensor]:
     """Map `src` onto `model`'s keys: by name when they match, else by order and shape. Head tensors whose
     shape differs (a new number of classes) are left to the model's fresh init."""
@@ -67,6 +79,8 @@ def map_state_dict(src: dict[str, torch.Tensor], model: nn.Module, head: str) ->
             out[dk] = s
         elif _is_head(dk, head):
             continue
+        elif dk.endswith("pos_embed") and s.ndim == 3 and d.ndim == 3 and s.shape[-1] == d.shape[-1]:
+            out[dk] = _resample_pos_embed(s, d, model)  # ViT weights made for another input size (patch grid)
         elif dk == first and s.ndim == 4 and d.ndim == 4 and s.shape[0] == d.shape[0] and s.shape[2:] == d.shape[2:]:
             # only the input conv may differ in its input channels (e.g. RGB weights for a grayscale model)
             from timm.models import adapt_input_conv
