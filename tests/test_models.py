@@ -21,7 +21,7 @@ from torchvision import transforms as T
 
 from emotune.errors import CheckpointError, ConfigError
 from emotune.models import (
-    ModelCard, create_model, get_model_config, list_models, load_checkpoint, read_card, read_state_dict,
+    ModelCard, create_model, get_model_config, list_models, load_checkpoint, normalisation, read_card, read_state_dict,
     save_checkpoint,
 )
 
@@ -228,6 +228,18 @@ def test_grayscale_weights_onto_an_rgb_model(tmp_path):
     assert torch.allclose(model.conv1.weight, src["conv1.weight"].repeat(1, 3, 1, 1) / 3)
     assert torch.equal(model.fc.weight, src["fc.weight"]), "head of the same size is loaded, not reset"
     assert model(torch.randn(2, 3, SIZE, SIZE)).shape == (2, 7)
+
+
+@pytest.mark.parametrize(("pretrained", "mean"), [
+    ("hub", (0.485, 0.456, 0.406)),                      # timm's efficientnet_lite0.ra_in1k: ImageNet statistics
+    ("efficientnet_lite0.ra_in1k", (0.485, 0.456, 0.406)),
+    (str(LITE0_FILE), (0.5, 0.5, 0.5)),                # the TF-ported file: 0.5
+    ("none", (0.5, 0.5, 0.5)),
+])
+def test_normalisation_follows_the_weights_not_just_the_backbone(pretrained, mean):
+    got_mean, got_std = normalisation("efficientnet_lite0", pretrained)
+    assert got_mean == pytest.approx(mean) and len(got_std) == 3
+    assert normalisation("vit_small", "hub")[0] == pytest.approx((0.5, 0.5, 0.5))  # ViT augreg: 0.5, like the registry
 
 
 def test_vit_weights_for_224_px_load_at_another_input_size(tmp_path):

@@ -58,6 +58,7 @@ for _cfg in (
     ModelConfig("mobilenetv2", "mobilenetv2_100", "ra_in1k", paper="Sandler et al. 2018"),
     ModelConfig("mobilenetv3", "mobilenetv3_large_100", "ra_in1k", paper="Howard et al. 2019"),
     ModelConfig("efficientnet_b0", "efficientnet_b0", "ra_in1k", paper="Tan & Le 2019"),
+    # mean/std 0.5: the TF-ported ImageNet file users load locally; the hub's ra_in1k tag brings its own (normalisation())
     ModelConfig("efficientnet_lite0", "efficientnet_lite0", "ra_in1k", mean=HALF, std=HALF, paper="Tan & Le 2019"),
     ModelConfig("convnext_tiny", "convnext_tiny", "fb_in1k", paper="Liu et al. 2022"),
     ModelConfig("vit_small", "vit_small_patch16_224", "augreg_in21k_ft_in1k", mean=HALF, std=HALF, fixed_size=True,
@@ -136,8 +137,28 @@ def create_model(name: str, num_classes: int, pretrained: str | bool | None = No
         model = timm.create_model(cfg.timm_name, pretrained=False, **kwargs)
         # a head loaded from the file (same number of classes) is kept; only a new head gets the small init
         return model if load_local_weights(model, pretrained) else reset_head(model)
-    tag = pretrained if pretrained.startswith(("hf-hub:", "hf_hub:")) or "." in pretrained else f"{cfg.timm_name}.{pretrained}"
-    return _reset_new_head(timm.create_model(tag, pretrained=True, **kwargs), num_classes)
+    return _reset_new_head(timm.create_model(_hub_tag(cfg, pretrained), pretrained=True, **kwargs), num_classes)
+
+
+def _hub_tag(cfg: ModelConfig, pretrained: str) -> str:
+    """A timm tag ('ra_in1k'), a full timm name ('resnet18.a1_in1k') or an 'hf-hub:' id, as timm wants it."""
+    return pretrained if pretrained.startswith(("hf-hub:", "hf_hub:")) or "." in pretrained else f"{cfg.timm_name}.{pretrained}"
+
+
+def normalisation(name: str, pretrained: str | bool | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean/std the starting weights were trained with: timm's pretrained config for hub weights (one backbone's
+    tags can differ: EfficientNet-Lite0's ra_in1k uses ImageNet statistics, the TF-ported file 0.5), else the
+    registry entry, which describes the local files it documents (and serves random init and emotune checkpoints)."""
+    cfg = get_model_config(name)
+    tag = None
+    if pretrained is True or pretrained == "hub":
+        tag = cfg.hub_name
+    elif isinstance(pretrained, str) and pretrained not in ("", "none", "random") and not is_local_file(pretrained):
+        tag = _hub_tag(cfg, pretrained)
+    pcfg = timm.get_pretrained_cfg(tag) if tag and not tag.startswith(("hf-hub:", "hf_hub:")) else None
+    if pcfg is not None and pcfg.mean and pcfg.std:
+        return tuple(pcfg.mean), tuple(pcfg.std)
+    return cfg.mean, cfg.std
 
 
 def _reset_new_head(model: nn.Module, num_classes: int) -> nn.Module:

@@ -35,7 +35,7 @@ from ..data.splits import holdout_split, stratified_subset
 from ..errors import ConfigError
 from ..evaluate import Metrics, compute_metrics, plot_confusion, predict_probs
 from ..io import atomic_write, atomic_write_json, atomic_write_text
-from ..models import ModelCard, create_model, get_model_config, save_checkpoint
+from ..models import ModelCard, create_model, get_model_config, normalisation, save_checkpoint
 from ..taxonomy import resolve_labels
 from .config import TrainConfig
 from .state import load_state, rng_state, save_state, set_rng_state
@@ -360,7 +360,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     mcfg = get_model_config(cfg.backbone)
     size = cfg.img_size or mcfg.input_size
     in_chans = 1 if cfg.channels == "grayscale" else 3
-    mean, std = (mcfg.mean[:1], mcfg.std[:1]) if in_chans == 1 else (mcfg.mean, mcfg.std)
+    mean, std = normalisation(cfg.backbone, cfg.pretrained)
+    mean, std = (mean[:1], std[:1]) if in_chans == 1 else (mean, std)
     data = build_data(cfg, size, mean, std)
     k = len(data.labels)
     head_spec = None
