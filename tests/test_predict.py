@@ -671,6 +671,24 @@ def test_predict_video_on_broken_files(rec, videos):
         rec.predict_video(videos["truncated"])
 
 
+def test_predict_folder_takes_videos_too_and_reports_broken_ones(rec, videos, tmp_path):
+    import shutil
+
+    d = tmp_path / "mixed"
+    d.mkdir()
+    shutil.copy(shared("images/grace_hopper.jpg"), d / "photo.jpg")
+    shutil.copy(videos["good"], d / "clip.mp4")
+    shutil.copy(videos["truncated"], d / "broken.mp4")
+    df = rec.predict_folder(d, every=10)
+    by_file = {Path(f).name: g for f, g in df.groupby("file")}
+    assert set(by_file) == {"photo.jpg", "clip.mp4", "broken.mp4"}
+    assert by_file["photo.jpg"]["frame"].isna().all() and by_file["photo.jpg"]["label"].notna().all()
+    clip = by_file["clip.mp4"]
+    assert list(clip["frame"]) == [0, 10, 20] and clip["time"].notna().all() and clip["track"].notna().all()
+    assert len(by_file["broken.mp4"]) == 1 and "cannot open" in by_file["broken.mp4"]["error"].iloc[0]
+    assert list(rec.predict_folder(d, videos=False)["file"].map(lambda f: Path(f).name)) == ["photo.jpg"]
+
+
 def test_batched_streams_frames_without_faces(rec):
     consumed = 0
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.images import image_from_array, read_image
-from ..errors import BadInputError, CheckpointError, ConfigError
+from ..errors import BadInputError, CheckpointError, ConfigError, EmotuneError
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
 from ..io import sha256_file
 from ..models.card import load_checkpoint, read_card
@@ -258,12 +258,20 @@ class Recognizer:
                 item.rgb = None
             yield item
 
-    def predict_folder(self, path: str | Path, recursive: bool = True, show: bool = False) -> pd.DataFrame:
-        """One row per face for every image under a folder (recursive), plus rows for face-less and bad files."""
+    def predict_folder(self, path: str | Path, recursive: bool = True, show: bool = False, videos: bool = True,
+                       every: int = 1, fps: float | None = None) -> pd.DataFrame:
+        """One row per face for every image under a folder (recursive), plus rows for face-less and bad files; with
+        `videos`, every video too (one row per face per processed frame, `every`/`fps` as in predict_video)."""
         if not Path(path).is_dir():
             raise BadInputError(path, "not a folder (predict_folder takes a folder; predict takes one image)")
         files = collect_inputs([path], recursive)
-        return self.frame_of([r for item in self.iter_images(files.images, show) for r in self.rows(item)])
+        rows = [r for item in self.iter_images(files.images, show) for r in self.rows(item)]
+        for video in files.videos if videos else []:
+            try:
+                rows += [r for item in self.iter_video(video, every, fps, show) for r in self.rows(item)]
+            except EmotuneError as exc:  # a video that cannot be opened is reported; the folder goes on
+                rows += result_rows(str(video), [], self.labels, error=str(exc))
+        return self.frame_of(rows)
 
     def iter_video(self, source: str | Path | int, every: int = 1, fps: float | None = None, show: bool = False,
                    keep_rgb: bool = False, info_out: list | None = None) -> Iterator[_Item]:
