@@ -110,16 +110,40 @@ def test_epoch_samples_sets_the_draws_per_epoch_and_keeps_source_shares(big, lab
     from emotune.train.engine import build_data, make_loaders
 
     sources = [{"name": "big", "data": str(big), "missing": ["contempt"], "weight": 1},
-               {"name": "lab", "data": str(lab), "missing": ["neutral"], "weight": 1}]
+               {"name": "lab", "data": str(lab), "missing": ["neutral"], "weight": 3}]
     base = {"sources": sources, "img_size": 32, "batch_size": 8, "workers": 0, "val_fraction": 0.25}
     data = build_data(make_config(base), 32, (0.5,), (0.5,))
     natural, _ = make_loaders(make_config(base), data, torch.device("cpu"))
-    budget, _ = make_loaders(make_config({**base, "epoch_samples": 40}), data, torch.device("cpu"))
-    assert len(natural.sampler) == len(data.train) and len(budget.sampler) == 40 and len(budget) == 5
+    budget, _ = make_loaders(make_config({**base, "epoch_samples": 4000}), data, torch.device("cpu"))
+    assert len(natural.sampler) == len(data.train) and len(budget.sampler) == 4000 and len(budget) == 500
     names = np.array([s.dataset for s in data.train.samples])
-    drawn = names[list(budget.sampler)]
-    assert 0.2 < (drawn == "lab").mean() < 0.8  # half the draws expected from each source, whatever their sizes
+    assert (names == "lab").mean() < 0.4  # lab is the smaller source...
+    assert (names[list(budget.sampler)] == "lab").mean() == pytest.approx(0.75, abs=0.03)  # ...but gets 3/4 of the draws
     plain = make_config({"data": str(big), "drop_labels": ["neutral"], "img_size": 32, "batch_size": 8, "workers": 0,
                          "epoch_samples": 24})
     loader, _ = make_loaders(plain, build_data(plain, 32, (0.5,), (0.5,)), torch.device("cpu"))
-    assert len(loader.sampler) == 24
+    assert len(loader.sampler) == 24 and len(loader) == 3
+    tiny = make_config({**base, "epoch_samples": 5})
+    with pytest.raises(ConfigError, match="less than one batch"):
+        make_loaders(tiny, data, torch.device("cpu"))
+
+
+def test_monitor_source_picks_the_best_epoch_on_one_sources_validation(tmp_path, big, lab):
+    sources = [{"name": "big", "data": str(big), "missing": ["contempt"], "weight": 1},
+               {"name": "lab", "data": str(lab), "missing": ["neutral"], "weight": 1}]
+    base = {"sources": sources, "backbone": "test_resnet", "img_size": 32, "batch_size": 8, "workers": 0, "progress": False,
+            "val_fraction": 0.25, "epochs": 4, "threads": 1, "lr": 0.01, "monitor": "accuracy"}
+    res = train(make_config({**base, "monitor_source": "lab", "out": str(tmp_path / "run")}))
+    lab_acc = [row["per_source"]["lab"]["accuracy"] for row in res.history]
+    assert res.best_epoch == 1 + lab_acc.index(max(lab_acc))  # the first epoch reaching the best lab score
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["monitor_source"] == "lab" and summary["best_per_source"]["lab"]["accuracy"] == max(lab_acc)
+
+    with pytest.raises(ConfigError, match="monitor_source 'nope'"):
+        train(make_config({**base, "epochs": 1, "monitor_source": "nope", "out": str(tmp_path / "bad")}))
+    with pytest.raises(ConfigError, match="single dataset"):
+        make_config({"data": str(big), "monitor_source": "lab"})
+    with pytest.raises(ConfigError, match="not the loss"):
+        make_config({"sources": sources, "monitor_source": "lab", "monitor": "loss"})
+    with pytest.raises(ConfigError, match="epoch_samples"):
+        make_config({"sources": sources, "epoch_samples": -1})

@@ -72,6 +72,8 @@ class TrainConfig:
     ema: bool = opt(False, "keep an exponential moving average of the weights and evaluate/save it")
     ema_decay: float = opt(0.999, "EMA decay per step")
     monitor: str = opt("macro_f1", "validation metric that picks the best checkpoint", ("accuracy", "balanced_accuracy", "macro_f1", "loss"))
+    monitor_source: str | None = opt(None, "merged sources: pick the best epoch on this source's validation images (e.g. the "
+                                          "small target set), not on the pooled validation set")
     patience: int = opt(0, "early stopping: epochs without improvement of --monitor (0 = off)")
     tta: bool = opt(False, "horizontal-flip test-time augmentation in validation")
     # augmentation
@@ -109,6 +111,12 @@ class TrainConfig:
             raise ConfigError("epochs and batch_size must be at least 1")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError("val_fraction must be in [0, 1)")
+        if self.epoch_samples < 0:
+            raise ConfigError("epoch_samples must be 0 (one pass over the data) or a number of draws")
+        if self.monitor_source and not self.sources:
+            raise ConfigError("monitor_source names one of the merged `sources:`; this run has a single dataset")
+        if self.monitor_source and self.monitor == "loss":
+            raise ConfigError("monitor_source scores a source's accuracy, balanced_accuracy or macro_f1, not the loss")
         return self
 
 

@@ -216,7 +216,10 @@ def make_loaders(cfg: TrainConfig, data: DataBundle, device: torch.device, dist:
             weights = np.ones(len(data.train)) if weights is None else weights
             sampler = WeightedRandomSampler(weights.tolist(), num_samples=cfg.epoch_samples or len(weights), replacement=True,
                                             generator=torch.Generator().manual_seed(cfg.seed))
-    train = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(data.train) > cfg.batch_size,
+    draws = cfg.epoch_samples or len(data.train)
+    if draws < cfg.batch_size and sampler is not None and cfg.epoch_samples:
+        raise ConfigError(f"epoch_samples {cfg.epoch_samples} is less than one batch ({cfg.batch_size})")
+    train = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=draws > cfg.batch_size,
                        generator=torch.Generator().manual_seed(cfg.seed), **common)
     val = DataLoader(data.val, batch_size=cfg.batch_size * 2, shuffle=False, **common)
     return train, val
@@ -363,6 +366,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     mean, std = normalisation(cfg.backbone, cfg.pretrained)
     mean, std = (mean[:1], std[:1]) if in_chans == 1 else (mean, std)
     data = build_data(cfg, size, mean, std)
+    if cfg.monitor_source and cfg.monitor_source not in {s.dataset for s in data.val.samples}:
+        raise ConfigError(f"monitor_source {cfg.monitor_source!r}: no validation images from that source "
+                          f"(sources: {sorted({s.dataset for s in data.val.samples})})")
     k = len(data.labels)
     head_spec = None
     if cfg.head != "linear":
@@ -428,6 +434,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             # wrapped per epoch: DDP fixes its set of trainable parameters when built, and gradual unfreezing changes it
             net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
             train_loader.sampler.set_epoch(epoch)
+        elif isinstance(train_loader.sampler, WeightedRandomSampler):
+            train_loader.sampler.generator.manual_seed(cfg.seed + epoch)  # each epoch's draws, the same after a resume
         t0, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
         bar = progress(train_loader, show, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
         for x, y in bar:
@@ -461,13 +469,13 @@ def train(cfg: TrainConfig) -> TrainResult:
                "val_macro_f1": round(m.macro_f1, 5), "lr": optimizer.param_groups[-1]["lr"], "trainable_params": trainable,
                "seconds": round(time.perf_counter() - t0, 2), "images_per_second": round(seen / max(train_secs, 1e-9), 1)}
         history.append(row)
-        score = monitor_value(m, cfg.monitor)
-        improved = score > best_score
         card.metrics = {"epoch": epoch + 1, "val": m.summary(), "val_per_class": {c.label: round(c.f1, 4) for c in m.per_class}}
         per_source = data.per_source_metrics(np.asarray(targets), probs.argmax(1))
         if per_source:
             card.metrics["val_per_source"] = per_source
             row["per_source"] = per_source
+        score = float(per_source[cfg.monitor_source][cfg.monitor]) if cfg.monitor_source else monitor_value(m, cfg.monitor)
+        improved = score > best_score
         if improved:
             best_score, best_epoch, bad_epochs = score, epoch + 1, 0
         else:
@@ -509,7 +517,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         tdist.destroy_process_group()
     if not dist.main:
         return result
-    atomic_write_json(run / "summary.json", {"best_epoch": best_epoch, "monitor": cfg.monitor, "best": result.best_metrics,
+    atomic_write_json(run / "summary.json", {"best_epoch": best_epoch, "monitor": cfg.monitor, "monitor_source": cfg.monitor_source,
+                                             "best": result.best_metrics,
                                              **({"best_per_source": best["per_source"]} if "per_source" in best else {}),
                                              "epochs_run": len(history), "stopped_early": stopped_early, "data": data.describe,
                                              "skipped": [s.__dict__ for s in data.skipped]})
