@@ -55,10 +55,11 @@ def train_and_test(cfg_path: str, out: Path, overrides: dict | None = None) -> d
                        "progress": False}, cfg_path)
     summary = out / "summary.json"
     log = json.loads(summary.read_text()) if summary.is_file() else None
+    test_json = out / "test" / "eval.json"
     if log is None or log.get("epochs_run", 0) < cfg.epochs and not log.get("stopped_early"):
+        test_json.unlink(missing_ok=True)  # a test score belongs to the weights it was measured on
         train(cfg)
         log = json.loads(summary.read_text())
-    test_json = out / "test" / "eval.json"
     if not test_json.is_file():  # the test split is scored once per run
         test_dir = Path(cfg.val_data or cfg.data).parent / "test"
         rep = evaluate_dataset(out, test_dir, progress=False)

@@ -24,7 +24,7 @@ from pathlib import Path
 from common import SHARED, write_report
 
 from emotune.evaluate import evaluate_dataset
-from emotune.io import atomic_write_json, atomic_write_text
+from emotune.io import atomic_write_json
 
 TESTS = {"FER2013": SHARED / "data" / "fer2013" / "test", "FER+": SHARED / "data" / "ferplus" / "FER2013Test",
          "CK+": SHARED / "data" / "ckplus48"}
@@ -32,20 +32,41 @@ METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
 def score(model: Path, test: str, data: Path) -> dict:
+    """`emotune evaluate` of one cell, cached beside the model and redone when the weights change."""
+    from emotune.io import sha256_file
+    from emotune.models import read_card
+
+    card, card_path = read_card(model)
+    sha = card.sha256 or sha256_file(card_path.parent / card.weights_file)
     cached = model / "cross" / test.replace("+", "plus") / "eval.json"
     if cached.is_file():
-        return json.loads(cached.read_text())
-    rep = evaluate_dataset(model, data, drop_unknown_labels=True, progress=False)
-    atomic_write_json(cached, rep.to_dict())
-    atomic_write_text(cached.with_suffix(".md"), rep.to_markdown())
-    return rep.to_dict()
+        rep = json.loads(cached.read_text())
+        if rep.get("weights_sha256") == sha:
+            return rep
+    rep = {**evaluate_dataset(model, data, drop_unknown_labels=True, progress=False).to_dict(), "weights_sha256": sha}
+    atomic_write_json(cached, rep)
+    return rep
 
 
-def cv_cell(cv_json: Path) -> dict:
+def finished(model: Path) -> str | None:
+    """Why a model cannot be scored yet (None when its run finished)."""
+    if not (model / "best.json").is_file():
+        return f"no model in {model}"
+    if not (model / "summary.json").is_file():
+        return f"{model} is still training (no summary.json)"
+    return None
+
+
+def cv_cell(cv_json: Path) -> dict | None:
     """The pooled subject-grouped CV score: the honest in-dataset figure for a set without a test split."""
+    if not cv_json.is_file():
+        return None
     cv = json.loads(cv_json.read_text())
-    return {**{m: cv["pooled"][m] for m in METRICS}, "n": cv["n"], "source": f"{cv['k']}-fold CV, pooled ({cv_json})",
-            "dropped_labels": {}}
+    if not cv.get("folds_ok"):
+        return None
+    done = "" if cv.get("complete") and cv["folds_ok"] == cv["k"] else f", PARTIAL: {cv['folds_ok']} of {cv['k']} folds"
+    return {**{m: cv["pooled"][m] for m in METRICS}, "n": sum(f["n_test"] for f in cv["folds"] if f["status"] == "ok"),
+            "source": f"{cv['k']}-fold CV by subject, pooled over folds{done} ({cv_json})", "dropped_labels": {}}
 
 
 def main() -> None:
@@ -58,13 +79,18 @@ def main() -> None:
     models = {"FER2013": Path(args.fer2013), "FER+": Path(args.ferplus), "CK+": Path(args.ckplus)}
     cells: dict[str, dict[str, dict]] = {}
     for train_set, model in models.items():
-        if not (model / "model.json").is_file() and not (model / "best.json").is_file():
-            print(f"skip {train_set}: no model in {model}")
+        why = finished(model)
+        if why:
+            print(f"skip {train_set}: {why}")
             continue
         cells[train_set] = {}
         for test, data in TESTS.items():
             if train_set == "CK+" and test == "CK+":
-                cells[train_set][test] = cv_cell(Path(args.ckplus_cv))
+                cell = cv_cell(Path(args.ckplus_cv))
+                if cell is None:
+                    print(f"skip {train_set} -> {test}: no finished fold in {args.ckplus_cv}")
+                    continue
+                cells[train_set][test] = cell
             else:
                 r = score(model, test, data)
                 cells[train_set][test] = {**{m: r[m] for m in METRICS}, "n": r["n"], "dropped_labels": r["dropped_labels"],
@@ -74,7 +100,7 @@ def main() -> None:
     def table(metric: str) -> list[str]:
         lines = [f"| trained on \\ tested on | " + " | ".join(TESTS) + " |", "|---" * (len(TESTS) + 1) + "|"]
         for train_set, row in cells.items():
-            vals = [f"{row[t][metric]:.3f}" + (" (cv)" if "source" in row[t] else "") for t in TESTS]
+            vals = [f"{row[t][metric]:.3f}" + (" (cv)" if "source" in row[t] else "") if t in row else "-" for t in TESTS]
             lines.append(f"| {train_set} (`{models[train_set]}`) | " + " | ".join(vals) + " |")
         return lines
 

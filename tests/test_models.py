@@ -242,6 +242,14 @@ def test_normalisation_follows_the_weights_not_just_the_backbone(pretrained, mea
     assert normalisation("vit_small", "hub")[0] == pytest.approx((0.5, 0.5, 0.5))  # ViT augreg: 0.5, like the registry
 
 
+def test_normalisation_of_a_cascade_comes_from_the_starting_models_card(tmp_path):
+    model = create_model("resnet18", num_classes=2, pretrained=None, in_chans=1)
+    card = ModelCard(backbone="resnet18", labels=["happy", "sad"], input_size=32, mean=(0.3,), std=(0.2,), channels="grayscale",
+                     in_chans=1)
+    save_checkpoint(tmp_path / "gray", model, card)
+    assert normalisation("resnet18", str(tmp_path / "gray.json")) == ((0.3, 0.3, 0.3), (0.2, 0.2, 0.2))
+
+
 def test_vit_weights_for_224_px_load_at_another_input_size(tmp_path):
     """A ViT file made for 224 px (14x14 patches) initialises a 64 px model: position embeddings resampled to 4x4."""
     src = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0).state_dict()
@@ -249,8 +257,10 @@ def test_vit_weights_for_224_px_load_at_another_input_size(tmp_path):
     model = create_model("vit_small", num_classes=7, pretrained=str(tmp_path / "vit224.safetensors"), img_size=64)
     assert model.pos_embed.shape == (1, 1 + 16, 384)
     assert torch.equal(model.pos_embed[:, 0], src["pos_embed"][:, 0]), "the class token's embedding is kept as it is"
-    grid = src["pos_embed"][0, 1:].reshape(14, 14, 384)
-    assert torch.allclose(model.pos_embed[0, 1:].mean(0), grid.reshape(-1, 384).mean(0), atol=0.05)
+    # the 14x14 grid of patch embeddings, resized as an image (bicubic, antialiased) to 4x4, row-major like the patches
+    grid = src["pos_embed"][0, 1:].reshape(1, 14, 14, 384).permute(0, 3, 1, 2)
+    want = torch.nn.functional.interpolate(grid, size=(4, 4), mode="bicubic", antialias=True, align_corners=False)
+    assert torch.allclose(model.pos_embed[0, 1:], want.permute(0, 2, 3, 1).reshape(16, 384), atol=1e-5)
     assert torch.equal(model.blocks[0].attn.qkv.weight, src["blocks.0.attn.qkv.weight"])
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 7)
 

@@ -45,6 +45,13 @@ def test_the_papers_backbones_are_registered():
 
 @pytest.mark.parametrize("backbone", PAPER_BACKBONES)
 def test_merge_fusion_cascade_and_grouped_cv(backbone, sets, tmp_path):
+    try:
+        _chain(backbone, sets, tmp_path)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)  # VGG16's runs hold GBs of checkpoints; pytest keeps three sessions
+
+
+def _chain(backbone: str, sets: dict[str, Path], tmp_path: Path) -> None:
     spec = {**TINY, "backbone": backbone, "out": str(tmp_path / "cascade"), "stages": [
         {"name": "merged", "sources": [
             {"name": "big", "data": str(sets["big"]), "missing": ["contempt"], "weight": 1},
@@ -67,4 +74,3 @@ def test_merge_fusion_cascade_and_grouped_cv(backbone, sets, tmp_path):
     assert not crossing_subjects(samples, fold_of)
     report = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert report["backbone"] == backbone and 0.0 <= report["mean"]["accuracy"] <= 1.0
-    shutil.rmtree(tmp_path)  # VGG16's run folders hold several GB of checkpoints; pytest keeps the last three sessions

@@ -679,9 +679,11 @@ def test_predict_folder_takes_videos_too_and_reports_broken_ones(rec, videos, tm
     shutil.copy(shared("images/grace_hopper.jpg"), d / "photo.jpg")
     shutil.copy(videos["good"], d / "clip.mp4")
     shutil.copy(videos["truncated"], d / "broken.mp4")
+    (d / "empty.avi").write_bytes(b"")
     df = rec.predict_folder(d, every=10)
     by_file = {Path(f).name: g for f, g in df.groupby("file")}
-    assert set(by_file) == {"photo.jpg", "clip.mp4", "broken.mp4"}
+    assert set(by_file) == {"photo.jpg", "clip.mp4", "broken.mp4", "empty.avi"}
+    assert len(by_file["empty.avi"]) == 1 and by_file["empty.avi"]["error"].iloc[0]
     assert by_file["photo.jpg"]["frame"].isna().all() and by_file["photo.jpg"]["label"].notna().all()
     clip = by_file["clip.mp4"]
     assert list(clip["frame"]) == [0, 10, 20] and clip["time"].notna().all() and clip["track"].notna().all()

@@ -267,9 +267,10 @@ class Recognizer:
         files = collect_inputs([path], recursive)
         rows = [r for item in self.iter_images(files.images, show) for r in self.rows(item)]
         for video in files.videos if videos else []:
-            try:
-                rows += [r for item in self.iter_video(video, every, fps, show) for r in self.rows(item)]
-            except EmotuneError as exc:  # a video that cannot be opened is reported; the folder goes on
+            try:  # a video that cannot be opened, or yields no frame, is an error row; the folder goes on
+                got = [r for item in self.iter_video(video, every, fps, show) for r in self.rows(item)]
+                rows += got or result_rows(str(video), [], self.labels, error=f"{video}: no frame could be decoded")
+            except EmotuneError as exc:
                 rows += result_rows(str(video), [], self.labels, error=str(exc))
         return self.frame_of(rows)
 

@@ -148,8 +148,16 @@ def _hub_tag(cfg: ModelConfig, pretrained: str) -> str:
 def normalisation(name: str, pretrained: str | bool | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The mean/std the starting weights were trained with: timm's pretrained config for hub weights (one backbone's
     tags can differ: EfficientNet-Lite0's ra_in1k uses ImageNet statistics, the TF-ported file 0.5), else the
-    registry entry, which describes the local files it documents (and serves random init and emotune checkpoints)."""
+    registry entry, which describes the local files it documents (and serves random init); an emotune checkpoint's card."""
+    from .transfer import is_emotune_checkpoint
+
     cfg = get_model_config(name)
+    if isinstance(pretrained, (str, Path)) and is_emotune_checkpoint(pretrained):
+        from .card import read_card
+
+        card, _ = read_card(pretrained)  # a cascade keeps the normalisation its starting model was trained with
+        mean, std = tuple(card.mean), tuple(card.std)
+        return (mean * 3, std * 3) if len(mean) == 1 else (mean, std)
     tag = None
     if pretrained is True or pretrained == "hub":
         tag = cfg.hub_name

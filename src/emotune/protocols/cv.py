@@ -542,6 +542,8 @@ def run_cv(cfg: TrainConfig, folds: int | str | None = None, group_by: str | Non
     print(f"cv: {len(samples)} images, {result.subjects} subjects, {k} folds ({scheme}) -> {out / FOLDS_FILE}", flush=True)
     for fold in range(1, k + 1):
         done = load_done_fold(out, fold) if cfg.resume else None
+        if done is not None:
+            prune_fold(out / f"fold_{fold}")  # folds scored before pruning existed
         res = done or run_fold(cfg, fold, samples, fold_of, labels, out)
         result.folds.append(res)
         print(_fold_line(res, k, skipped=done is not None), flush=True)
