@@ -69,6 +69,22 @@ def cv_cell(cv_json: Path) -> dict | None:
             "source": f"{cv['k']}-fold CV by subject, pooled over folds{done} ({cv_json})", "dropped_labels": {}}
 
 
+FERPLUS_NAMES = {"neutral": "neutral", "happiness": "happy", "surprise": "surprise", "sadness": "sad", "anger": "angry",
+                 "disgust": "disgust", "fear": "fear", "contempt": "contempt", "unknown": "unknown", "NF": "not a face"}
+
+
+def label_agreement(match_csv: Path) -> dict:
+    """How FER+'s plurality vote relabels each FER2013 class (same images, from the FER+ match table)."""
+    import pandas as pd
+
+    d = pd.read_csv(match_csv)
+    cols = [c for c in d.columns if c.startswith("votes_")]
+    plural = [FERPLUS_NAMES[cols[i][6:]] for i in d[cols].to_numpy().argmax(1)]
+    table = pd.crosstab(d["fer2013_label"], pd.Series(plural, name="ferplus", index=d.index), normalize="index")
+    return {"agreement": float((d["fer2013_label"].to_numpy() == pd.Series(plural).to_numpy()).mean()), "n": len(d),
+            "rows": {k: {c: round(float(v), 3) for c, v in row.items()} for k, row in table.iterrows()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fer2013", default="runs/default_model")
@@ -109,8 +125,16 @@ def main() -> None:
           "Images scored per cell (dropped: test labels the model lacks):", ""]
     md += [f"- {tr} -> {te}: n={c['n']}" + (f", dropped {c['dropped_labels']}" if c["dropped_labels"] else "")
            + (f"; {c['source']}" if "source" in c else "") for tr, row in cells.items() for te, c in row.items()]
+    match = SHARED / "data" / "ferplus" / "ferplus_to_fer2013_match.csv"
+    agree = label_agreement(match) if match.is_file() else None
+    if agree:
+        cols = ["neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt", "unknown", "not a face"]
+        md += ["", f"FER2013 label vs FER+ plurality vote on the same {agree['n']} images (share of each FER2013 class; "
+               f"they agree on {agree['agreement']:.1%}):", "", "| FER2013 \\ FER+ | " + " | ".join(cols) + " |",
+               "|---" * (len(cols) + 1) + "|"]
+        md += [f"| {k} | " + " | ".join(f"{row.get(c, 0):.2f}" for c in cols) + " |" for k, row in agree["rows"].items()]
     print(write_report("cross_dataset", {"models": {k: str(v) for k, v in models.items()}, "tests": {k: str(v) for k, v in TESTS.items()},
-                                         "cells": cells}, "\n".join(md)))
+                                         "cells": cells, "fer2013_vs_ferplus_labels": agree}, "\n".join(md)))
 
 
 if __name__ == "__main__":
