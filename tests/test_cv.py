@@ -151,7 +151,7 @@ def test_ckplus_subset_no_subject_crosses_folds(ckplus_dir, tmp_path):
 def test_cv_run_writes_folds_reports_and_final_model(cv_run, faces):
     out, rc, stdout = cv_run
     assert rc == 0
-    for name in ("folds.csv", "cv.json", "cv.md", "confusion.png", "final/best.json", "final/summary.json"):
+    for name in ("folds.csv", "cv.json", "cv.md", "confusion.png", "curves.png", "final/best.json", "final/summary.json"):
         assert (out / name).is_file(), name
     assert not list(out.rglob("*.tmp"))
     assert len(re.findall(r"^fold \d/3 ok ", stdout, re.M)) == 3  # one progress line per fold

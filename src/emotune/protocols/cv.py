@@ -7,7 +7,8 @@ assignment. Model selection never sees the test fold: each fold's training run h
 training folds (grouped by subject when subjects are known) to pick its best epoch.
 
 DIR layout: folds.csv; fold_<i>/ (split.csv with train/test rows, the fold's training run folder, fold.json);
-cv.json, cv.md, confusion.png (pooled over folds); final/ (with --final: a model trained on all the data).
+cv.json, cv.md, confusion.png (pooled over folds), curves.png (every fold's learning curves); final/ (with --final:
+a model trained on all the data).
 """
 from __future__ import annotations
 
@@ -338,6 +339,8 @@ class CVResult:
         lines += ["", "## Pooled confusion matrix over all folds (rows: true, columns: predicted)", "",
                   "| true \\ pred | " + " | ".join(self.labels) + " |", "|---" * (len(self.labels) + 1) + "|"]
         lines += [f"| {self.labels[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(self.pooled_confusion)]
+        lines += ["", "Plots: `confusion.png` (pooled, row-normalised), `curves.png` (every fold's learning curves, best epochs "
+                  "marked); each fold's own run folder has its `log.csv` and `curves.png`."]
         if self.final is not None:
             fin = self.final
             text = f"`{fin['run_dir']}`, best epoch {fin.get('best_epoch')}" if fin.get("status") == "ok" else f"failed: {fin.get('error')}"
@@ -587,6 +590,39 @@ def write_reports(result: CVResult, plot: bool = True) -> None:
 
         plot_confusion(m, out / "confusion.png", title=f"pooled over {sum(f.ok for f in result.folds)} folds: "
                        f"acc {m.accuracy:.3f}  bal-acc {m.balanced_accuracy:.3f}  macro-F1 {m.macro_f1:.3f}")
+        plot_fold_curves(result, out / "curves.png")
+
+
+def plot_fold_curves(result: CVResult, path: Path) -> Path | None:
+    """Learning curves of every finished fold on one figure (train and hold-out loss, hold-out accuracy), best epochs
+    marked: spread between folds and late peaks show at a glance whether the budget fits the data."""
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_write
+
+    logs = {f.fold: (Path(f.run_dir) / "log.csv", f.best_epoch) for f in result.folds if f.ok}
+    logs = {k: v for k, v in logs.items() if v[0].is_file()}
+    if not logs:
+        return None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110)
+    for k, (log, best) in logs.items():
+        d = pd.read_csv(log)
+        line, = a.plot(d["epoch"], d["val_loss"], "-", lw=1.2, label=f"fold {k}")
+        a.plot(d["epoch"], d["train_loss"], ":", lw=1, color=line.get_color())
+        b.plot(d["epoch"], d["val_accuracy"], "-", lw=1.2, color=line.get_color())
+        if best in set(d["epoch"]):
+            b.plot([best], d.loc[d["epoch"] == best, "val_accuracy"], "o", color=line.get_color())
+    a.set_xlabel("epoch"); a.set_ylabel("loss (dotted: train, solid: hold-out)"); a.grid(alpha=0.3)
+    b.set_xlabel("epoch"); b.set_ylabel("hold-out accuracy (dot: best epoch)"); b.set_ylim(0, 1); b.grid(alpha=0.3)
+    a.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------- CLI hooks
@@ -631,7 +667,7 @@ def run_cv_command(args: argparse.Namespace) -> int:
     res = run_cv(cfg, args.folds, args.group_by, args.stratify, args.final, args.folds_file, args.subject_pattern)
     out = Path(res.out)
     print(" ".join(f"{METRIC_NAMES[m]} {_pm(res.mean[m], res.std[m])}" for m in METRICS))
-    print(f"wrote {out / 'cv.json'}, {out / 'cv.md'}, {out / 'confusion.png'}, {out / FOLDS_FILE}", file=sys.stderr)
+    print(f"wrote {out / 'cv.json'}, {out / 'cv.md'}, {out / 'confusion.png'}, {out / 'curves.png'}, {out / FOLDS_FILE}", file=sys.stderr)
     failed = res.failed or (res.final is not None and res.final.get("status") != "ok")
     if res.failed:
         print(f"{len(res.failed)} fold(s) failed: " + "; ".join(f"fold {f.fold}: {f.error}" for f in res.failed), file=sys.stderr)
