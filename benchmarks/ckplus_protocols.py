@@ -11,7 +11,8 @@ Protocols (same backbone, input and CK+ budget: MobileNetV2, 64 px grey, 15 epoc
 
 Ng et al. (2015) found (b) best on SFEW and (c) worse. Every protocol after (a) reuses (a)'s folds.csv, so the folds are
 identical and per-fold differences are paired; the report gives each protocol's mean ± std over folds, the pooled
-accuracy, and against (a) the mean paired difference with a Wilcoxon signed-rank p-value.
+accuracy, and against (a) the mean paired difference with a Wilcoxon signed-rank p-value. Each fold's best checkpoint is
+also re-scored on its test fold with horizontal-flip TTA (selection unchanged; cached in fold_<k>/test_tta.json).
 """
 from __future__ import annotations
 
@@ -81,13 +82,45 @@ def paired(a: dict, b: dict, metric: str = "accuracy") -> dict:
     return out
 
 
+def tta_cv(cv: dict) -> dict:
+    """The same folds re-scored with horizontal-flip TTA: each fold's best checkpoint (chosen without TTA) on its
+    test fold, kept in fold_<k>/test_tta.json. Model selection is untouched; only the test-time prediction changes."""
+    from emotune.evaluate import compute_metrics, evaluate_dataset
+    from emotune.io import atomic_write_json
+
+    folds, confusion = [], None
+    for f in cv["folds"]:
+        if f["status"] != "ok":
+            continue
+        fdir = Path(f["run_dir"])
+        cached = fdir / "test_tta.json"
+        if cached.is_file():
+            rep = json.loads(cached.read_text())
+        else:
+            rep = evaluate_dataset(fdir, fdir / "split.csv", "manifest", split="test", tta=True, progress=False).to_dict()
+            atomic_write_json(cached, rep)
+        folds.append({"fold": f["fold"], "status": "ok", "metrics": {m: rep[m] for m in METRICS}})
+        c = rep["confusion"]
+        confusion = c if confusion is None else [[a + b for a, b in zip(r1, r2)] for r1, r2 in zip(confusion, c)]
+    out = {"folds": folds}
+    if folds:
+        out["mean"] = {m: statistics.fmean(f["metrics"][m] for f in folds) for m in METRICS}
+        out["std"] = {m: statistics.stdev(f["metrics"][m] for f in folds) if len(folds) > 1 else 0.0 for m in METRICS}
+        y_true = [i for i, r in enumerate(confusion) for j, n in enumerate(r) for _ in range(n)]
+        y_pred = [j for i, r in enumerate(confusion) for j, n in enumerate(r) for _ in range(n)]
+        out["pooled_accuracy"] = compute_metrics(y_true, y_pred, cv["labels"]).accuracy
+    return out
+
+
 def row(key: str, p: dict, cv: dict | None) -> dict:
     r = {"key": key, "title": p["title"], "command": " ".join(command(p)), "run": str(p["out"])}
     if cv is None:
         return {**r, "status": "not run"}
+    tta = tta_cv(cv)
     return {**r, "status": "complete" if cv.get("complete") else "partial", "folds_ok": cv.get("folds_ok"), "k": cv["k"],
             "labels": cv["labels"], "mean": cv["mean"], "std": cv["std"], "pooled_accuracy": cv["pooled"].get("accuracy"),
-            "per_fold_accuracy": fold_scores(cv)}
+            "per_fold_accuracy": fold_scores(cv),
+            "tta": {k: v for k, v in tta.items() if k != "folds"} | {"per_fold_accuracy": fold_scores(tta)}}
 
 
 def render(rows: list[dict], comparisons: dict[str, dict]) -> str:
@@ -95,12 +128,14 @@ def render(rows: list[dict], comparisons: dict[str, dict]) -> str:
         return f"{r['mean'][m]:.4f} ± {r['std'][m]:.4f}" if r.get("mean") else "-"
 
     md = ["# CK+ transfer protocols (subject-grouped 10-fold cross-validation, identical folds)", "",
-          "| protocol | folds | accuracy | balanced acc. | macro-F1 | pooled acc. | status |", "|---|---|---|---|---|---|---|"]
+          "| protocol | folds | accuracy | balanced acc. | macro-F1 | pooled acc. | accuracy, flip TTA | status |",
+          "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         folds = f"{r.get('folds_ok', 0)}/{r.get('k', '-')}"
         pooled = f"{r['pooled_accuracy']:.4f}" if r.get("pooled_accuracy") is not None else "-"
+        tta = pm(r["tta"], "accuracy") if r.get("tta", {}).get("mean") else "-"
         md.append(f"| {r['title']} | {folds} | {pm(r, 'accuracy')} | {pm(r, 'balanced_accuracy')} | {pm(r, 'macro_f1')} | "
-                  f"{pooled} | {r['status']} |")
+                  f"{pooled} | {tta} | {r['status']} |")
     if comparisons:
         md += ["", "Paired against (a), fold by fold (accuracy):", "",
                "| protocol | folds | mean difference | wins / ties / losses | Wilcoxon p |", "|---|---|---|---|---|"]
