@@ -217,7 +217,7 @@ def make_loaders(cfg: TrainConfig, data: DataBundle, device: torch.device, dist:
             sampler = WeightedRandomSampler(weights.tolist(), num_samples=cfg.epoch_samples or len(weights), replacement=True,
                                             generator=torch.Generator().manual_seed(cfg.seed))
     draws = cfg.epoch_samples or len(data.train)
-    if draws < cfg.batch_size and sampler is not None and cfg.epoch_samples:
+    if cfg.epoch_samples and draws < cfg.batch_size:
         raise ConfigError(f"epoch_samples {cfg.epoch_samples} is less than one batch ({cfg.batch_size})")
     train = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=draws > cfg.batch_size,
                        generator=torch.Generator().manual_seed(cfg.seed), **common)
