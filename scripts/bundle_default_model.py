@@ -1,6 +1,8 @@
 """Copy a run's best checkpoint into the package as the bundled default model (src/emotune/weights/default.*).
 
     python scripts/bundle_default_model.py --run runs/default_model [--test-report runs/default_model/test/eval.json]
+    python scripts/bundle_default_model.py --run runs/default_model_96 --test-report runs/default_model_96/test/eval.json \
+        --recipe configs/default_model.yaml --recipe configs/default_model_96.yaml
 
 The card keeps the run's metrics, adds the test report when one is given (test/ is evaluated once, after training),
 and records `source_size` (FER2013 faces are 48 px) so inference resamples crops like the training data.
@@ -24,6 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--run", required=True, help="training run folder (its best.json/best.safetensors)")
     ap.add_argument("--test-report", help="eval.json from `emotune evaluate` on the test split")
     ap.add_argument("--source-size", type=int, default=48, help="pixel size of the training faces (FER2013: 48)")
+    ap.add_argument("--recipe", action="append", help="training config(s) that produced the run, in stage order "
+                    "(repeat for a multi-stage recipe; default: configs/default_model.yaml)")
     ap.add_argument("--dest", default=str(DEST), help="folder for default.safetensors + default.json (default: the package's)")
     args = ap.parse_args(argv)
     dest = Path(args.dest)
@@ -39,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     card.source_size = args.source_size
     card.license = "Apache-2.0 (weights); trained on FER2013, whose images are licensed for research only"
     card.training = {**card.training, "run": str(Path(args.run)), "checkpoint": card_path.name,
-                     "recipe": "configs/default_model.yaml"}
+                     "recipe": (args.recipe or ["configs/default_model.yaml"])[-1],
+                     "recipes": args.recipe or ["configs/default_model.yaml"]}
     if args.test_report:
         report = json.loads(Path(args.test_report).read_text())
         keys = ("data", "tta", "accuracy", "balanced_accuracy", "macro_f1", "n")

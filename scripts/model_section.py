@@ -19,11 +19,18 @@ START, END = "<!-- default-model:start -->", "<!-- default-model:end -->"
 
 def render(report: dict, card, machine: str) -> str:
     labels = report["labels"]
+    training = card.training or {}
+    recipes = training.get("recipes") or [training.get("recipe", "configs/default_model.yaml")]
+    run = training.get("run", "runs/default_model")
+    trained = " then ".join(f"`{r}`" for r in recipes)
+    stages = f" ({len(recipes)} stages, each from the best checkpoint of the one before)" if len(recipes) > 1 else ""
+    tta = "with flip TTA (each face averaged with its mirror image, as `--tta` and the default `Recognizer` do)" \
+        if report.get("tta") else "without TTA"
     lines = [START, "",
              f"MobileNetV2 from ImageNet weights, {card.input_size}x{card.input_size} {card.channels} faces, trained on FER2013 `train/` "
-             f"with `configs/default_model.yaml`, best epoch ({card.metrics.get('epoch')}) chosen on `val/`, "
+             f"with {trained}{stages}, best epoch ({card.metrics.get('epoch')}) chosen on `val/`, "
              f"{(Path('src/emotune/weights') / card.weights_file).stat().st_size / 2**20:.1f} MB. "
-             "FER2013 `test/` (PrivateTest), scored once after training:", "",
+             f"FER2013 `test/` (PrivateTest), scored once after training, {tta}:", "",
              "| metric | FER2013 test |", "|---|---|",
              f"| accuracy | **{report['accuracy']:.4f}** |", f"| balanced accuracy | {report['balanced_accuracy']:.4f} |",
              f"| macro-F1 | {report['macro_f1']:.4f} |", f"| images | {report['n']} |", "",
@@ -32,9 +39,11 @@ def render(report: dict, card, machine: str) -> str:
     lines += ["", "Confusion matrix (rows: true, columns: predicted):", "",
               "| true \\ pred | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
     lines += [f"| {t} | " + " | ".join(str(v) for v in row) + " |" for t, row in zip(labels, report["confusion"])]
-    lines += ["", "Reproduce: `emotune train --config configs/default_model.yaml`, then "
-              "`emotune evaluate --model runs/default_model --data ../shared/data/fer2013/test --out runs/default_model/test` "
-              f"(flip TTA: {'on' if report.get('tta') else 'off'}). Machine: {machine}.", "", END]
+    train_cmds = ", then ".join(f"`emotune train --config {r}`" for r in recipes)
+    tta_flag = " --tta" if report.get("tta") else ""
+    lines += ["", f"Reproduce: {train_cmds}, then "
+              f"`emotune evaluate --model {run} --data ../shared/data/fer2013/test{tta_flag} --out {run}/test`. "
+              f"Machine: {machine}.", "", END]
     return "\n".join(lines)
 
 
