@@ -47,29 +47,49 @@ def train_and_test(cfg_path: str, out: Path, overrides: dict | None = None) -> d
     """Train one recipe (resuming; a finished run is not trained again) and score its test split once.
 
     The test split is `<val_data parent>/test` (FER2013 layout); its report is kept in <run>/test/eval.json."""
-    from emotune.evaluate import evaluate_dataset, plot_confusion
-    from emotune.io import atomic_write_json, atomic_write_text
     from emotune.train import make_config, train
 
     cfg = make_config({**(overrides or {}), "out": str(out), "resume": (out / "train_state.safetensors").is_file(),
                        "progress": False}, cfg_path)
     summary = out / "summary.json"
     log = json.loads(summary.read_text()) if summary.is_file() else None
-    test_json = out / "test" / "eval.json"
     if log is None or log.get("epochs_run", 0) < cfg.epochs and not log.get("stopped_early"):
-        test_json.unlink(missing_ok=True)  # a test score belongs to the weights it was measured on
+        (out / "test" / "eval.json").unlink(missing_ok=True)  # a test score belongs to the weights it was measured on
         train(cfg)
         log = json.loads(summary.read_text())
-    if not test_json.is_file():  # the test split is scored once per run
-        test_dir = Path(cfg.val_data or cfg.data).parent / "test"
-        rep = evaluate_dataset(out, test_dir, progress=False)
-        atomic_write_json(test_json, rep.to_dict())
-        atomic_write_text(out / "test" / "eval.md", rep.to_markdown())
-        plot_confusion(rep.metrics, out / "test" / "confusion.png", title=f"{out.name}: test")
-    test = json.loads(test_json.read_text())
+    test = score_test_once(out, Path(cfg.val_data or cfg.data).parent / "test")
     return {"run": str(out), "pretrained": cfg.pretrained, "head": cfg.head, "best_epoch": log["best_epoch"], "val": log["best"],
-            "test": {k: test[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "n")},
+            **test_row(test)}
+
+
+def score_test_once(model: Path, test_dir: Path) -> dict:
+    """The test report of a model folder, scored on the first call and kept in <model>/test/eval.json after that."""
+    from emotune.evaluate import evaluate_dataset, plot_confusion
+    from emotune.io import atomic_write_json, atomic_write_text
+
+    test_json = model / "test" / "eval.json"
+    if not test_json.is_file():
+        rep = evaluate_dataset(model, test_dir, progress=False)
+        atomic_write_json(test_json, rep.to_dict())
+        atomic_write_text(model / "test" / "eval.md", rep.to_markdown())
+        plot_confusion(rep.metrics, model / "test" / "confusion.png", title=f"{model.name}: test")
+    return json.loads(test_json.read_text())
+
+
+def test_row(test: dict) -> dict:
+    return {"test": {k: test[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "n")},
             "test_per_class_f1": {c["label"]: round(c["f1"], 4) for c in test["per_class"]}}
+
+
+def finished_model_row(model: Path, test_dir: Path) -> dict:
+    """A `train_and_test` row for a finished model whose run folder is gone: epoch and val figures from its card."""
+    from emotune.models import read_card
+
+    card, _ = read_card(model)
+    val = card.metrics.get("val", {})
+    return {"run": str(model), "pretrained": card.training.get("pretrained"), "head": (card.head or {}).get("type", "linear"),
+            "best_epoch": card.metrics.get("epoch"), "val": {f"val_{k}": v for k, v in val.items()},
+            **test_row(score_test_once(model, test_dir))}
 
 
 def comparison_markdown(rows: dict[str, dict], what: str, verdict: str) -> list[str]:

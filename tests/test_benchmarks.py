@@ -56,3 +56,16 @@ def test_train_and_test_trains_once_and_scores_test_once(tmp_path, monkeypatch):
     assert again["test"] == rows["linear"]["test"]
     md = common.comparison_markdown({**rows, "other": again}, "head", "verdict")
     assert md[0].startswith("| head |") and "verdict" in md and sum(line.startswith("| other |") for line in md) == 2
+
+    # a finished model without its run folder's summary: epoch and val figures from the card, the same cached test score
+    import shutil
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for name in ("best.json", "best.safetensors"):
+        shutil.copy(tmp_path / "plain" / name, kept / name)
+    shutil.copytree(tmp_path / "plain" / "test", kept / "test")
+    row = common.finished_model_row(kept, tmp_path / "fer" / "test")
+    assert row["best_epoch"] == rows["linear"]["best_epoch"] and row["test"] == rows["linear"]["test"]
+    assert row["val"]["val_accuracy"] == pytest.approx(rows["linear"]["val"]["val_accuracy"], abs=1e-4)
+    assert common.comparison_markdown({"card": row}, "start", "v")[2].startswith("| card | 1 |")
