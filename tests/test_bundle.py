@@ -55,42 +55,33 @@ def test_the_bundled_default_model_fits_the_budget():
     assert card.source_size == 48 and card.sha256
 
 
-def test_readme_section_is_rendered_from_the_test_report(tmp_path, monkeypatch):
+def render_section(tmp_path, monkeypatch, report: dict, **card_fields) -> tuple[object, str]:
+    """scripts/model_section.py's render() on a two-class card and report, from a folder holding a fake weights file."""
     spec = importlib.util.spec_from_file_location("model_section", ROOT / "scripts" / "model_section.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     from emotune.models import ModelCard
 
     labels = ["happy", "sad"]
-    card = ModelCard("mobilenetv2", labels, 64, [0.5], [0.5], "grayscale", 1, weights_file="default.safetensors",
-                     metrics={"epoch": 7})
+    card = ModelCard("mobilenetv2", labels, 64, [0.5], [0.5], "grayscale", 1, weights_file="default.safetensors", **card_fields)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "src/emotune/weights").mkdir(parents=True)
     (tmp_path / "src/emotune/weights/default.safetensors").write_bytes(b"x" * 2048)
-    report = {"labels": labels, "accuracy": 0.7012, "balanced_accuracy": 0.65, "macro_f1": 0.6, "n": 10, "tta": False,
-              "per_class": [{"label": c, "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 5} for c in labels],
-              "confusion": [[4, 1], [2, 3]]}
-    text = mod.render(report, card, "test machine")
+    report = {"labels": labels, "balanced_accuracy": 0.65, "macro_f1": 0.6, "n": 10, "confusion": [[4, 1], [2, 3]],
+              "per_class": [{"label": c, "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 5} for c in labels], **report}
+    return mod, mod.render(report, card, "test machine")
+
+
+def test_readme_section_is_rendered_from_the_test_report(tmp_path, monkeypatch):
+    mod, text = render_section(tmp_path, monkeypatch, {"accuracy": 0.7012, "tta": False}, metrics={"epoch": 7})
     assert text.startswith(mod.START) and text.endswith(mod.END)
     assert "**0.7012**" in text and "| happy | 4 | 1 |" in text and "best epoch (7)" in text and "test machine" in text
+    assert "without TTA" in text and "--tta" not in text
 
 
 def test_readme_section_names_every_stage_and_the_tta_setting(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("model_section", ROOT / "scripts" / "model_section.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    from emotune.models import ModelCard
-
-    labels = ["happy", "sad"]
-    card = ModelCard("mobilenetv2", labels, 96, [0.5], [0.5], "grayscale", 1, weights_file="default.safetensors",
-                     metrics={"epoch": 3}, training={"run": "runs/stage2", "recipes": ["configs/a.yaml", "configs/b.yaml"]})
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "src/emotune/weights").mkdir(parents=True)
-    (tmp_path / "src/emotune/weights/default.safetensors").write_bytes(b"x" * 2048)
-    report = {"labels": labels, "accuracy": 0.7, "balanced_accuracy": 0.6, "macro_f1": 0.6, "n": 10, "tta": True,
-              "per_class": [{"label": c, "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 5} for c in labels],
-              "confusion": [[4, 1], [2, 3]]}
-    text = mod.render(report, card, "m")
+    _, text = render_section(tmp_path, monkeypatch, {"accuracy": 0.7, "tta": True}, metrics={"epoch": 3},
+                             training={"run": "runs/stage2", "recipes": ["configs/a.yaml", "configs/b.yaml"]})
     assert "`configs/a.yaml` then `configs/b.yaml` (2 stages" in text
     assert "`emotune train --config configs/a.yaml`, then `emotune train --config configs/b.yaml`" in text
     assert "--model runs/stage2 --data ../shared/data/fer2013/test --tta --out runs/stage2/test" in text
