@@ -8,11 +8,16 @@ Protocols (same backbone, input and CK+ budget: MobileNetV2, 64 px grey, 15 epoc
   b       ImageNet -> FER2013 -> CK+ (cascade)      the same, starting from the FER2013 model (runs/default_model)
   c       ImageNet -> FER2013 + CK+ in one stage    configs/ckplus_cv_merged.yaml
   fusion  (a) with the multi-level fusion head      --head fusion_concat
+  b96     (b) at 96 px from the bundled 96 px FER2013 model (src/emotune/weights/default.json), --img-size 96
 
 Ng et al. (2015) found (b) best on SFEW and (c) worse. Every protocol after (a) reuses (a)'s folds.csv, so the folds are
 identical and per-fold differences are paired; the report gives each protocol's mean ± std over folds, the pooled
 accuracy, and against (a) the mean paired difference with a Wilcoxon signed-rank p-value. Each fold's best checkpoint is
 also re-scored on its test fold with horizontal-flip TTA (selection unchanged; cached in fold_<k>/test_tta.json).
+
+Run folders are scratch: a protocol whose run folder is gone keeps its row from the previous results/ckplus_protocols.json
+(marked as such), and without (a)'s folds.csv the others make the same folds from (a)'s own arguments (same seed, same
+data, same splitter), so a new protocol can be added later and still be paired fold by fold with the earlier ones.
 """
 from __future__ import annotations
 
@@ -28,18 +33,24 @@ from common import write_report
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
-def protocols(runs: Path, fer_model: str) -> dict[str, dict]:
-    folds = str(runs / "ck_cv_imagenet" / "folds.csv")
-    same = ["--folds-file", folds]
+FOLD_ARGS = ["--folds", "10", "--group-by", "subject", "--stratify"]
+RESULTS = Path(__file__).resolve().parent / "results" / "ckplus_protocols.json"
+
+
+def protocols(runs: Path, fer_model: str, fer_model_96: str = "src/emotune/weights/default.json") -> dict[str, dict]:
+    folds = runs / "ck_cv_imagenet" / "folds.csv"
+    same = ["--folds-file", str(folds)] if folds.is_file() else FOLD_ARGS
     return {
         "a": {"title": "(a) ImageNet -> CK+", "out": runs / "ck_cv_imagenet",
-              "argv": ["--config", "configs/ckplus_cv.yaml", "--folds", "10", "--group-by", "subject", "--stratify"]},
+              "argv": ["--config", "configs/ckplus_cv.yaml", *FOLD_ARGS]},
         "b": {"title": "(b) ImageNet -> FER2013 -> CK+", "out": runs / "ck_cv_fer2013",
               "argv": ["--config", "configs/ckplus_cv.yaml", *same, "--pretrained", fer_model]},
         "c": {"title": "(c) ImageNet -> FER2013 + CK+ merged, one stage", "out": runs / "ck_cv_merged",
               "argv": ["--config", "configs/ckplus_cv_merged.yaml", *same]},
         "fusion": {"title": "(a) with the fusion head (fusion_concat)", "out": runs / "ck_cv_fusion",
                    "argv": ["--config", "configs/ckplus_cv.yaml", *same, "--head", "fusion_concat"]},
+        "b96": {"title": "(b) at 96 px: ImageNet -> FER2013 (96 px default model) -> CK+", "out": runs / "ck_cv_fer2013_96",
+                "argv": ["--config", "configs/ckplus_cv.yaml", *same, "--pretrained", fer_model_96, "--img-size", "96"]},
     }
 
 
@@ -67,9 +78,13 @@ def fold_scores(cv: dict, metric: str = "accuracy") -> dict[int, float]:
     return {f["fold"]: f["metrics"][metric] for f in cv["folds"] if f["status"] == "ok"}
 
 
-def paired(a: dict, b: dict, metric: str = "accuracy") -> dict:
+def row_scores(r: dict) -> dict[int, float]:
+    """A report row's per-fold accuracy (JSON turns the fold numbers into strings)."""
+    return {int(k): v for k, v in (r.get("per_fold_accuracy") or {}).items()}
+
+
+def paired(sa: dict[int, float], sb: dict[int, float]) -> dict:
     """b - a on the folds both finished: mean ± std of the differences and a Wilcoxon signed-rank p-value."""
-    sa, sb = fold_scores(a, metric), fold_scores(b, metric)
     common = sorted(set(sa) & set(sb))
     diffs = [sb[k] - sa[k] for k in common]
     out = {"folds": len(common), "mean_diff": statistics.fmean(diffs) if diffs else None,
@@ -123,6 +138,26 @@ def row(key: str, p: dict, cv: dict | None) -> dict:
             "tta": {k: v for k, v in tta.items() if k != "folds"} | {"per_fold_accuracy": fold_scores(tta)}}
 
 
+def earlier_rows(path: Path) -> dict[str, dict]:
+    """The rows of the previous report, by protocol key (none when there is no readable report)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        env = data.get("environment", {})
+        return {r["key"]: {**r, "from_report": r.get("from_report") or env.get("date", "earlier")[:10]}
+                for r in data["rows"] if r.get("mean")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def with_earlier_rows(rows: list[dict], earlier: dict[str, dict]) -> list[dict]:
+    """A protocol that has not run here keeps its earlier row (same command, so the same protocol), marked as such."""
+    out = []
+    for r in rows:
+        old = earlier.get(r["key"])
+        out.append(old if r["status"] == "not run" and old else r)
+    return out
+
+
 def render(rows: list[dict], comparisons: dict[str, dict]) -> str:
     def pm(r: dict, m: str) -> str:
         return f"{r['mean'][m]:.4f} ± {r['std'][m]:.4f}" if r.get("mean") else "-"
@@ -134,8 +169,9 @@ def render(rows: list[dict], comparisons: dict[str, dict]) -> str:
         folds = f"{r.get('folds_ok', 0)}/{r.get('k', '-')}"
         pooled = f"{r['pooled_accuracy']:.4f}" if r.get("pooled_accuracy") is not None else "-"
         tta = pm(r["tta"], "accuracy") if r.get("tta", {}).get("mean") else "-"
+        status = r["status"] + (f" (run of {r['from_report']}; its folder is not here)" if r.get("from_report") else "")
         md.append(f"| {r['title']} | {folds} | {pm(r, 'accuracy')} | {pm(r, 'balanced_accuracy')} | {pm(r, 'macro_f1')} | "
-                  f"{pooled} | {tta} | {r['status']} |")
+                  f"{pooled} | {tta} | {status} |")
     if comparisons:
         md += ["", "Paired against (a), fold by fold (accuracy):", "",
                "| protocol | folds | mean difference | wins / ties / losses | Wilcoxon p |", "|---|---|---|---|---|"]
@@ -155,16 +191,17 @@ def main() -> None:
     ap.add_argument("--run", action="store_true", help="run or resume the cross-validations that are not complete")
     ap.add_argument("--runs", default="runs", help="folder of the cv runs")
     ap.add_argument("--fer-model", default="runs/default_model", help="the FER2013 model that (b) starts from")
-    ap.add_argument("--only", default="a,b,c,fusion", help="comma list of protocols")
+    ap.add_argument("--fer-model-96", default="src/emotune/weights/default.json", help="the 96 px FER2013 model b96 starts from")
+    ap.add_argument("--only", default="a,b,c,fusion,b96", help="comma list of protocols")
     args = ap.parse_args()
-    ps = {k: v for k, v in protocols(Path(args.runs), args.fer_model).items() if k in args.only.split(",")}
+    ps = {k: v for k, v in protocols(Path(args.runs), args.fer_model, args.fer_model_96).items() if k in args.only.split(",")}
     if args.run:
         for p in ps.values():
             run(p)
-    cvs = {k: load(p) for k, p in ps.items()}
-    rows = [row(k, p, cvs[k]) for k, p in ps.items()]
-    base = cvs.get("a")
-    comparisons = {k: paired(base, cv) for k, cv in cvs.items() if k != "a" and cv is not None and base is not None}
+    rows = with_earlier_rows([row(k, p, load(p)) for k, p in ps.items()], earlier_rows(RESULTS))
+    by_key = {r["key"]: r for r in rows}
+    base = row_scores(by_key.get("a", {}))
+    comparisons = {k: paired(base, row_scores(r)) for k, r in by_key.items() if k != "a" and base and row_scores(r)}
     result = {"rows": rows, "paired_vs_a": comparisons}
     print(write_report("ckplus_protocols", result, render(rows, comparisons)))
 

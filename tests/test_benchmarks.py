@@ -1,6 +1,7 @@
 """The benchmark scripts' own logic: paired fold comparisons, train-once/test-once runs and their side-by-side tables."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -15,9 +16,10 @@ import ckplus_protocols  # noqa: E402
 import common  # noqa: E402
 
 
-def _cv(scores: list[float | None]) -> dict:
-    return {"folds": [{"fold": i + 1, "status": "failed" if s is None else "ok", "metrics": {"accuracy": s}}
-                      for i, s in enumerate(scores)]}
+def _cv(scores: list[float | None]) -> dict[int, float]:
+    cv = {"folds": [{"fold": i + 1, "status": "failed" if s is None else "ok", "metrics": {"accuracy": s}}
+                    for i, s in enumerate(scores)]}
+    return ckplus_protocols.fold_scores(cv)
 
 
 def test_paired_differences_use_only_folds_both_finished():
@@ -35,6 +37,26 @@ def test_paired_wilcoxon_on_ten_folds():
     assert c["wins"] == 10 and c["mean_diff"] > 0.05 and 0 < c["p_wilcoxon"] < 0.01
     md = ckplus_protocols.render([ckplus_protocols.row("a", {"title": "(a)", "argv": [], "out": "x"}, None)], {"b": c})
     assert "| (a) | 0/- |" in md and "| b | 10 |" in md and "10 / 0 / 0" in md
+
+
+def test_a_protocol_without_its_run_folder_keeps_its_earlier_row_and_is_paired_from_it(tmp_path):
+    earlier = {"rows": [{"key": "a", "title": "(a)", "command": "emotune cv ...", "run": "runs/ck_cv_imagenet",
+                         "status": "complete", "folds_ok": 3, "k": 3, "mean": dict.fromkeys(ckplus_protocols.METRICS, 0.9),
+                         "std": dict.fromkeys(ckplus_protocols.METRICS, 0.1),
+                         "per_fold_accuracy": {"1": 0.8, "2": 0.9, "3": 1.0}}],
+               "environment": {"date": "2026-11-23T10:00:00+00:00"}}
+    (tmp_path / "old.json").write_text(json.dumps(earlier))
+    ps = ckplus_protocols.protocols(tmp_path / "runs", "fer64")
+    assert ps["b96"]["argv"][2:7] == ckplus_protocols.FOLD_ARGS  # no folds.csv here: (a)'s own fold arguments
+    rows = ckplus_protocols.with_earlier_rows([ckplus_protocols.row(k, ps[k], None) for k in ("a", "b96")],
+                                              ckplus_protocols.earlier_rows(tmp_path / "old.json"))
+    assert rows[0]["mean"]["accuracy"] == 0.9 and rows[0]["from_report"] == "2026-11-23"
+    assert "run of 2026-11-23" in ckplus_protocols.render(rows, {})
+    assert rows[1]["status"] == "not run"  # nothing earlier for b96
+    assert ckplus_protocols.row_scores(rows[0]) == {1: 0.8, 2: 0.9, 3: 1.0}
+    (tmp_path / "runs" / "ck_cv_imagenet").mkdir(parents=True)
+    (tmp_path / "runs" / "ck_cv_imagenet" / "folds.csv").write_text("path,label,subject,fold\n")
+    assert "--folds-file" in ckplus_protocols.protocols(tmp_path / "runs", "fer64")["b96"]["argv"]
 
 
 def test_train_and_test_trains_once_and_scores_test_once(tmp_path, monkeypatch):
