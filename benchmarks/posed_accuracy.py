@@ -280,7 +280,7 @@ def main() -> None:
     spec = str(args.model) if args.model else str(default_model_path().relative_to(ROOT)) if default_model_path().is_relative_to(ROOT) else str(default_model_path())
     tr = card.training or {}
     model = {"spec": spec, "is_default": args.model is None, "backbone": card.backbone, "input_size": card.input_size,
-             "in_chans": card.in_chans, "labels": labels, "epoch": (card.metrics or {}).get("epoch"),
+             "in_chans": card.in_chans, "source_size": card.source_size, "labels": labels, "epoch": (card.metrics or {}).get("epoch"),
              "val_accuracy": ((card.metrics or {}).get("val") or {}).get("accuracy"),
              "val_data": (tr.get("data") or {}).get("val"), "run": tr.get("run"), "recipe": tr.get("recipe"),
              "epochs_planned": tr.get("epochs"), "sha256": card.sha256, "created": card.created,
@@ -409,7 +409,9 @@ def main() -> None:
     notes.append("emotune runs exactly the `emotune predict` code path (Recognizer defaults: YuNet, min score 0.6, alignment, "
                  f"backend `{model['backend']}`), except `threads={args.threads}` (results do not depend on it). With "
                  "`detector=\"none\"` the whole crop is the face box, and the box crop adds emotune's usual 4% (BOX_SCALE 1.04, "
-                 "replicated edge) before resampling to the 48 px source size and the 64 px input.")
+                 "replicated edge) before resampling to the model's input: "
+                 + (f"{model['source_size']} px first (the card's source size), then " if model["source_size"] else "")
+                 + f"{model['input_size']} px.")
     if fer:
         notes.append("fer's probabilities are computed unrounded in the worker with fer's own helpers (`FER.pad`, "
                      "`FER.tosquare`, `_FER__apply_offsets`, `_classify_emotions`) and checked against `detect_emotions` "

@@ -1,6 +1,6 @@
 """Render the README's default-model section from the test report, so every figure there comes from a command.
 
-    python scripts/model_section.py --eval runs/default_model/test/eval.json --write README.md
+    python scripts/model_section.py --eval runs/default_model_96/test/eval.json --write README.md
 
 Replaces the text between `<!-- default-model:start -->` and `<!-- default-model:end -->` (or prints it without --write).
 """
