@@ -150,7 +150,7 @@ def earlier_rows(path: Path) -> dict[str, dict]:
 
 
 def with_earlier_rows(rows: list[dict], earlier: dict[str, dict]) -> list[dict]:
-    """A protocol that has not run here keeps its earlier row (same command, so the same protocol), marked as such."""
+    """A protocol that has not run here keeps its earlier row (same key, same protocol); render() marks it as such."""
     out = []
     for r in rows:
         old = earlier.get(r["key"])

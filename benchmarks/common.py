@@ -59,7 +59,7 @@ def train_and_test(cfg_path: str, out: Path, overrides: dict | None = None) -> d
         log = json.loads(summary.read_text())
     test = score_test_once(out, Path(cfg.val_data or cfg.data).parent / "test")
     return {"run": str(out), "pretrained": cfg.pretrained, "head": cfg.head, "best_epoch": log["best_epoch"], "val": log["best"],
-            **test_row(test)}
+            **summarise_test(test)}
 
 
 def score_test_once(model: Path, test_dir: Path) -> dict:
@@ -76,7 +76,7 @@ def score_test_once(model: Path, test_dir: Path) -> dict:
     return json.loads(test_json.read_text())
 
 
-def test_row(test: dict) -> dict:
+def summarise_test(test: dict) -> dict:
     return {"test": {k: test[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "n")},
             "test_per_class_f1": {c["label"]: round(c["f1"], 4) for c in test["per_class"]}}
 
@@ -89,7 +89,7 @@ def finished_model_row(model: Path, test_dir: Path) -> dict:
     val = card.metrics.get("val", {})
     return {"run": str(model), "pretrained": card.training.get("pretrained"), "head": (card.head or {}).get("type", "linear"),
             "best_epoch": card.metrics.get("epoch"), "val": {f"val_{k}": v for k, v in val.items()},
-            **test_row(score_test_once(model, test_dir))}
+            **summarise_test(score_test_once(model, test_dir))}
 
 
 def comparison_markdown(rows: dict[str, dict], what: str, verdict: str) -> list[str]:

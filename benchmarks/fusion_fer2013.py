@@ -30,7 +30,8 @@ def main() -> None:
     ap.add_argument("--plain-model", help="use this finished model (folder with best.json, trained with the config as it is) "
                     "for the plain side instead of training it: its val figures come from its card")
     args = ap.parse_args()
-    base = Path(load_yaml(args.config).get("out", "runs/fusion"))
+    cfg = load_yaml(args.config)
+    base = Path(cfg.get("out", "runs/fusion"))
     fresh = args.runs or args.epochs
     root = Path(args.runs) if args.runs else base.with_name(base.name + f"_{args.epochs}ep")
     plain_out = root / "linear" if fresh else base
@@ -39,7 +40,7 @@ def main() -> None:
     levels = [v.strip() for v in args.levels.split(",")]
     if args.plain_model and fresh:
         ap.error("--plain-model is the config's own full-budget run: it does not go with --epochs or --runs")
-    test_dir = Path(load_yaml(args.config)["val_data"]).parent / "test"
+    test_dir = Path(cfg["val_data"]).parent / "test"
     rows = {"linear": finished_model_row(Path(args.plain_model), test_dir) if args.plain_model
             else train_and_test(args.config, plain_out, budget),
             args.head: train_and_test(args.config, fusion_out, {**budget, "head": args.head, "fusion_levels": levels})}

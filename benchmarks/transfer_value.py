@@ -26,10 +26,10 @@ def main() -> None:
     ap.add_argument("--imagenet-model", help="use this finished model (folder with best.json, the config's ImageNet run) "
                     "for the ImageNet side instead of training it: its val figures come from its card")
     args = ap.parse_args()
-    base = Path(load_yaml(args.config).get("out", "runs/transfer"))
+    cfg = load_yaml(args.config)
+    base = Path(cfg.get("out", "runs/transfer"))
     imagenet_out = Path(args.runs) / "imagenet" if args.runs else base
     random_out = Path(args.runs) / "random_init" if args.runs else base.with_name(base.name + "_random_init")
-    cfg = load_yaml(args.config)
     imagenet = finished_model_row(Path(args.imagenet_model), Path(cfg["val_data"]).parent / "test") if args.imagenet_model \
         else train_and_test(args.config, imagenet_out)
     rows = {"imagenet": imagenet, "random_init": train_and_test(args.config, random_out, {"pretrained": "none"})}
