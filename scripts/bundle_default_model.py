@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     card.weights_file, card.sha256 = "default.safetensors", sha256_file(dest / "default.safetensors")
     card.source_size = args.source_size
     card.license = "Apache-2.0 (weights); trained on FER2013, whose images are licensed for research only"
+    recipes = args.recipe or ["configs/default_model.yaml"]
     card.training = {**card.training, "run": str(Path(args.run)), "checkpoint": card_path.name,
-                     "recipe": (args.recipe or ["configs/default_model.yaml"])[-1],
-                     "recipes": args.recipe or ["configs/default_model.yaml"]}
+                     "recipe": recipes[-1], "recipes": recipes}
     if args.test_report:
         report = json.loads(Path(args.test_report).read_text())
         keys = ("data", "tta", "accuracy", "balanced_accuracy", "macro_f1", "n")

@@ -24,7 +24,7 @@ def render(report: dict, card, machine: str) -> str:
     run = training.get("run", "runs/default_model")
     trained = " then ".join(f"`{r}`" for r in recipes)
     stages = f" ({len(recipes)} stages, each from the best checkpoint of the one before)" if len(recipes) > 1 else ""
-    tta = "with flip TTA (each face averaged with its mirror image, as `--tta` and the default `Recognizer` do)" \
+    tta = "with flip TTA (each face averaged with its mirror image, as `--tta` does)" \
         if report.get("tta") else "without TTA"
     lines = [START, "",
              f"MobileNetV2 from ImageNet weights, {card.input_size}x{card.input_size} {card.channels} faces, trained on FER2013 `train/` "
