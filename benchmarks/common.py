@@ -65,7 +65,7 @@ def train_and_test(cfg_path: str, out: Path, overrides: dict | None = None) -> d
 def score_test_once(model: Path, test_dir: Path) -> dict:
     """The test report of a model folder, scored on the first call and kept in <model>/test/eval.json after that."""
     from emotune.evaluate import evaluate_dataset, plot_confusion
-    from emotune.io import atomic_write_json, atomic_write_text
+    from emotune.io import atomic_write, atomic_write_json, atomic_write_text
 
     test_json = model / "test" / "eval.json"
     if not test_json.is_file():
@@ -73,7 +73,26 @@ def score_test_once(model: Path, test_dir: Path) -> dict:
         atomic_write_json(test_json, rep.to_dict())
         atomic_write_text(model / "test" / "eval.md", rep.to_markdown())
         plot_confusion(rep.metrics, model / "test" / "confusion.png", title=f"{model.name}: test")
+        atomic_write(model / "test" / "predictions.csv", lambda p: rep.predictions.to_csv(p, index=False))
     return json.loads(test_json.read_text())
+
+
+def predictions_on_test(model: Path, test_dir: Path):
+    """Per-image test predictions of a model (pandas), for paired comparisons. A model scored before predictions were
+    kept is predicted again; its accuracy must match the kept report, so the comparison is of the same model."""
+    import pandas as pd
+
+    from emotune.evaluate import evaluate_dataset
+    from emotune.io import atomic_write
+
+    path = model / "test" / "predictions.csv"
+    if not path.is_file():
+        kept = score_test_once(model, test_dir)
+        rep = evaluate_dataset(model, test_dir, progress=False)
+        if abs(rep.metrics.accuracy - kept["accuracy"]) > 1e-9:
+            raise RuntimeError(f"{model}: test accuracy {rep.metrics.accuracy} differs from the kept report ({kept['accuracy']})")
+        atomic_write(path, lambda p: rep.predictions.to_csv(p, index=False))
+    return pd.read_csv(path)
 
 
 def summarise_test(test: dict) -> dict:

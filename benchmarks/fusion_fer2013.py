@@ -13,10 +13,12 @@ is `benchmarks/ckplus_protocols.py` (protocol `fusion` against `a`).
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 
-from common import comparison_markdown, finished_model_row, train_and_test, write_report
+from common import comparison_markdown, finished_model_row, predictions_on_test, train_and_test, write_report
 
+from emotune.evaluate import compare_predictions
 from emotune.train.config import load_yaml
 
 
@@ -45,11 +47,12 @@ def main() -> None:
             else train_and_test(args.config, plain_out, budget),
             args.head: train_and_test(args.config, fusion_out, {**budget, "head": args.head, "fusion_levels": levels})}
     gain = rows[args.head]["test"]["accuracy"] - rows["linear"]["test"]["accuracy"]
+    pair = compare_predictions(*(predictions_on_test(Path(rows[k]["run"]), test_dir) for k in ("linear", args.head)))
     verdict = (f"{args.head} (levels {levels}) minus the plain head, FER2013 test accuracy: **{gain:+.4f}** "
-               f"({'at least' if gain >= 0 else 'below'} the plain head)")
+               f"({'at least' if gain >= 0 else 'below'} the plain head). Image by image, {pair.sentence('plain', args.head)}")
     md = comparison_markdown(rows, "head", verdict)
-    write_report(f"fusion_fer2013_{args.head}", {"config": args.config, "levels": levels, "runs": rows, "test_accuracy_gain": gain},
-                 "\n".join(md))
+    write_report(f"fusion_fer2013_{args.head}", {"config": args.config, "levels": levels, "runs": rows, "test_accuracy_gain": gain,
+                                                  "paired_test": asdict(pair)}, "\n".join(md))
 
 
 if __name__ == "__main__":

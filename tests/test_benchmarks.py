@@ -91,3 +91,15 @@ def test_train_and_test_trains_once_and_scores_test_once(tmp_path, monkeypatch):
     assert row["best_epoch"] == rows["linear"]["best_epoch"] and row["test"] == rows["linear"]["test"]
     assert row["val"]["val_accuracy"] == pytest.approx(rows["linear"]["val"]["val_accuracy"], abs=1e-4)
     assert common.comparison_markdown({"card": row}, "start", "v")[2].startswith("| card | 1 |")
+
+    # per-image test predictions, kept with the report; a model scored before they were kept is predicted again
+    monkeypatch.undo()
+    preds = common.predictions_on_test(kept, tmp_path / "fer" / "test")
+    assert len(preds) == 24 and (preds["label"] == preds["pred"]).mean() == pytest.approx(row["test"]["accuracy"])
+    (kept / "test" / "predictions.csv").unlink()
+    assert common.predictions_on_test(kept, tmp_path / "fer" / "test")[["file", "pred"]].equals(preds[["file", "pred"]])
+    (kept / "test" / "predictions.csv").unlink()
+    report = json.loads((kept / "test" / "eval.json").read_text())
+    (kept / "test" / "eval.json").write_text(json.dumps({**report, "accuracy": report["accuracy"] + 0.01}))
+    with pytest.raises(RuntimeError, match="differs from the kept report"):
+        common.predictions_on_test(kept, tmp_path / "fer" / "test")

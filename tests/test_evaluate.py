@@ -10,7 +10,7 @@ import pytest
 
 from emotune.data.synthetic import make_synthetic_dataset
 from emotune.errors import LabelError
-from emotune.evaluate import compute_metrics, evaluate_dataset, plot_confusion
+from emotune.evaluate import compare_predictions, compute_metrics, evaluate_dataset, plot_confusion, prediction_table
 from emotune.train import make_config, train
 
 
@@ -72,6 +72,31 @@ def test_cli_evaluate_writes_reports(trained, tmp_path):
     assert rep["n"] == 12 and {"accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion"} <= set(rep)
     assert "bad.jpg" in out.stderr and len(rep["skipped"]) == 1
     assert (tmp_path / "rep" / "confusion.png").is_file() and (tmp_path / "rep" / "eval.md").is_file()
+    import pandas as pd
+
+    preds = pd.read_csv(tmp_path / "rep" / "predictions.csv")
+    assert len(preds) == 12 and list(preds.columns[:3]) == ["file", "label", "pred"]
+    assert list(preds.columns[3:]) == rep["labels"] and np.allclose(preds[rep["labels"]].sum(axis=1), 1, atol=1e-4)
+    assert (preds["label"] == preds["pred"]).mean() == pytest.approx(rep["accuracy"])
+    assert not preds["file"].str.contains("bad.jpg").any()
+
+
+def test_prediction_table_and_paired_comparison():
+    labels = ["happy", "sad"]
+    y = [0] * 60 + [1] * 40
+    a = prediction_table([f"f{i}" for i in range(100)], y, y, labels)  # a is always right
+    wrong = [1 - t if i < 30 else t for i, t in enumerate(y)]  # b errs on 30 images a gets right
+    b = prediction_table([f"f{i}" for i in range(100)][::-1], y[::-1], wrong[::-1], labels)  # order must not matter
+    c = compare_predictions(a, b)
+    assert (c.n, c.only_a_right, c.only_b_right) == (100, 30, 0)
+    assert c.diff == pytest.approx(-0.3) and c.ci95[0] < -0.3 < c.ci95[1] < 0
+    assert c.p_mcnemar == pytest.approx(2 * 0.5 ** 30)  # exact two-sided binomial test on 30 discordant pairs
+    assert "-30.0 points" in c.sentence() and compare_predictions(a, a).p_mcnemar == 1.0
+    relabelled = a.assign(label="sad")
+    with pytest.raises(ValueError, match="true label"):
+        compare_predictions(a, relabelled)
+    with pytest.raises(ValueError, match="no image"):
+        compare_predictions(a, a.assign(file="other"))
 
 
 def test_evaluate_detect_scores_the_whole_pipeline_on_photos(trained, tmp_path, capsys):

@@ -28,7 +28,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_dataset, plot_confusion
-    from .io import atomic_write_json, atomic_write_text
+    from .io import atomic_write, atomic_write_json, atomic_write_text
 
     drop = [s for s in (args.drop_labels or "").split(",") if s]
     if args.detect:
@@ -50,7 +50,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         atomic_write_json(out / "eval.json", report.to_dict())
         atomic_write_text(out / "eval.md", report.to_markdown())
         plot_confusion(report.metrics, out / "confusion.png")
-        print(f"wrote {out / 'eval.json'}, {out / 'eval.md'}, {out / 'confusion.png'}", file=sys.stderr)
+        atomic_write(out / "predictions.csv", lambda p: report.predictions.to_csv(p, index=False))
+        print(f"wrote {out / 'eval.json'}, {out / 'eval.md'}, {out / 'confusion.png'}, {out / 'predictions.csv'}", file=sys.stderr)
     for s in report.skipped:
         print(f"skipped {s['where']}: {s['problem']}", file=sys.stderr)
     return 0
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--drop-labels", help="comma list of data labels to leave out (e.g. contempt for a basic7 model)")
     e.add_argument("--drop-unknown-labels", action="store_true", help="leave out every image whose label the model lacks")
     e.add_argument("--format", default="md", choices=["md", "json"], help="report printed on stdout (default: md)")
-    e.add_argument("--out", help="folder for eval.json, eval.md and confusion.png")
+    e.add_argument("--out", help="folder for eval.json, eval.md, confusion.png and predictions.csv (one row per image)")
     e.add_argument("--detect", action="store_true", help="score the whole predict pipeline on photos: detect, align, "
                    "classify the largest face (photos without a face count as wrong end to end)")
     e.add_argument("--detector", default="yunet", help="--detect: face detector (default: yunet)")

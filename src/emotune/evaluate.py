@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,6 +16,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .io import atomic_write
+
+if TYPE_CHECKING:
+    import pandas as pd
 from .progress import progress as progress_bar
 
 
@@ -138,6 +142,7 @@ class EvalReport:
     skipped: list[dict] = field(default_factory=list)
     dropped_labels: dict[str, int] = field(default_factory=dict)
     tta: bool = False
+    predictions: pd.DataFrame | None = field(default=None, repr=False)  # one row per scored image: file, label, pred[, probs]
 
     def to_dict(self) -> dict:
         return {"model": self.model, "data": self.data, "tta": self.tta, **self.metrics.summary(),
@@ -189,7 +194,7 @@ def evaluate_photos(model_path: str | Path | None, data: str | Path, data_format
     rec = Recognizer(model_path, detector, detector_model, device=device, tta=tta, margin=margin)
     labels = rec.labels
     samples, dropped = labelled_samples(labels, data, data_format, split, "majority", drop_labels, drop_unknown_labels, max_samples)
-    y_true, y_pred, skipped, no_face = [], [], [], []
+    y_true, y_pred, files, skipped, no_face = [], [], [], [], []
     for smp in bar(samples, progress, desc="photos", unit="img"):
         try:
             faces = rec.predict(smp.path if smp.pixels is None else smp.pixels)
@@ -202,6 +207,7 @@ def evaluate_photos(model_path: str | Path | None, data: str | Path, data_format
         best = max(faces, key=lambda f: f.box[2] * f.box[3])
         y_true.append(labels.index(smp.label))
         y_pred.append(labels.index(best.label))
+        files.append(smp.where)
     if not y_true:
         raise BadInputError(data, f"no face found in any of {len(samples)} photos")
     m = compute_metrics(np.array(y_true), np.array(y_pred), labels)
@@ -210,7 +216,62 @@ def evaluate_photos(model_path: str | Path | None, data: str | Path, data_format
                "end_to_end_accuracy": round(float((np.array(y_true) == np.array(y_pred)).sum() / scored), 4),
                "detector": detector, "margin": margin}
     name = str(model_path) if model_path else "bundled default model"
-    return EvalReport(name, str(data), m, skipped + no_face, dropped, tta)
+    preds = prediction_table(files, y_true, y_pred, labels)
+    return EvalReport(name, str(data), m, skipped + no_face, dropped, tta, preds)
+
+
+def prediction_table(files: Sequence[str], y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str],
+                     probs: np.ndarray | None = None) -> pd.DataFrame:
+    """Per-image results, so that two models scored on the same images can be compared image by image."""
+    import pandas as pd
+
+    df = pd.DataFrame({"file": list(files), "label": [labels[i] for i in y_true], "pred": [labels[i] for i in y_pred]})
+    if probs is not None:
+        df = pd.concat([df, pd.DataFrame(np.round(probs, 6), columns=list(labels))], axis=1)
+    return df
+
+
+@dataclass
+class PairedComparison:
+    """Model b against model a on the same images: the accuracy difference, its bootstrap interval and McNemar's test."""
+
+    n: int
+    accuracy_a: float
+    accuracy_b: float
+    diff: float  # b - a
+    ci95: tuple[float, float]
+    only_a_right: int
+    only_b_right: int
+    p_mcnemar: float
+
+    def sentence(self, a: str = "a", b: str = "b") -> str:
+        return (f"{b} - {a}: {self.diff * 100:+.1f} points (95% bootstrap interval [{self.ci95[0] * 100:+.1f}, "
+                f"{self.ci95[1] * 100:+.1f}]); {self.only_b_right} images right only with {b}, {self.only_a_right} only "
+                f"with {a}; exact McNemar p = {self.p_mcnemar:.3f}")
+
+
+def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> PairedComparison:
+    """Paired comparison of two prediction tables (`EvalReport.predictions`) over the images both scored.
+
+    Image-level pairing is far more sensitive than comparing two accuracies: it only counts the images where the
+    models disagree on correctness (exact McNemar test, a binomial test on those)."""
+    from scipy.stats import binomtest
+
+    both = a[["file", "label", "pred"]].merge(b[["file", "label", "pred"]], on="file", suffixes=("_a", "_b"))
+    if both.empty:
+        raise ValueError("the two prediction tables share no image")
+    if (both["label_a"] != both["label_b"]).any():
+        raise ValueError("the two prediction tables disagree on the true label of some images")
+    ra = (both["pred_a"] == both["label_a"]).to_numpy()
+    rb = (both["pred_b"] == both["label_b"]).to_numpy()
+    only_a, only_b = int((ra & ~rb).sum()), int((rb & ~ra).sum())
+    p = binomtest(only_b, only_a + only_b).pvalue if only_a + only_b else 1.0
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(both), size=(n_boot, len(both)))
+    diffs = rb[idx].mean(1) - ra[idx].mean(1)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return PairedComparison(len(both), float(ra.mean()), float(rb.mean()), float(rb.mean() - ra.mean()),
+                            (float(lo), float(hi)), only_a, only_b, float(p))
 
 
 def evaluate_dataset(model_path: str | Path, data: str | Path, data_format: str = "auto", split: str | None = None,
@@ -233,4 +294,5 @@ def evaluate_dataset(model_path: str | Path, data: str | Path, data_format: str 
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers)
     probs, targets, loss = predict_probs(model, loader, dev, tta=tta, progress=progress)
     m = compute_metrics(targets, probs.argmax(1), card.labels, loss=loss)
-    return EvalReport(str(model_path), str(data), m, [asdict(s) for s in prep.skipped], dropped, tta)
+    preds = prediction_table([s.where for s in prep.samples], targets, probs.argmax(1), card.labels, probs)
+    return EvalReport(str(model_path), str(data), m, [asdict(s) for s in prep.skipped], dropped, tta, preds)
