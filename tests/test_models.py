@@ -430,6 +430,42 @@ def test_checkpoint_round_trip(tmp_path, name, in_chans):
             assert torch.equal(loaded(x), expected), f"outputs differ after loading from {where}"
 
 
+def test_average_checkpoints_is_the_weighted_mean_and_refuses_mismatches(tmp_path):
+    from emotune.cli import main
+    from emotune.models.average import average_checkpoints
+
+    a = trained_ish("resnet18", 3)
+    torch.manual_seed(7)
+    b = create_model("resnet18", num_classes=3, img_size=SIZE)
+    b.train()
+    with torch.no_grad():
+        b(torch.randn(2, 3, SIZE, SIZE))
+    b.eval()
+    save_checkpoint(tmp_path / "a", a, make_card("resnet18", LABELS))
+    save_checkpoint(tmp_path / "b", b, make_card("resnet18", LABELS))
+    card_path = average_checkpoints([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "avg", [3, 1])
+    avg, card = load_checkpoint(card_path)  # sha256-verified like any checkpoint
+    sa, sb, sm = a.state_dict(), b.state_dict(), avg.state_dict()
+    for key in ("conv1.weight", "bn1.running_mean", "fc.bias"):
+        assert torch.allclose(sm[key], 0.75 * sa[key] + 0.25 * sb[key], atol=1e-6), key
+    assert torch.equal(sm["bn1.num_batches_tracked"], sa["bn1.num_batches_tracked"])
+    assert card.labels == LABELS and card.metrics == {}
+    assert [f["weight"] for f in card.training["averaged_from"]] == [0.75, 0.25]
+
+    assert main(["average", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "uni")]) == 0
+    uni, _ = load_checkpoint(tmp_path / "uni.json")
+    assert torch.allclose(uni.state_dict()["fc.weight"], (sa["fc.weight"] + sb["fc.weight"]) / 2, atol=1e-6)
+
+    save_checkpoint(tmp_path / "other", b, make_card("resnet18", ["happy", "sad", "angry"]))
+    with pytest.raises(CheckpointError, match="labels"):
+        average_checkpoints([tmp_path / "a.json", tmp_path / "other.json"], tmp_path / "bad")
+    with pytest.raises(CheckpointError, match="one non-negative weight"):
+        average_checkpoints([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "bad", [1])
+    with pytest.raises(CheckpointError, match="at least two"):
+        average_checkpoints([tmp_path / "a.json"], tmp_path / "bad")
+    assert not list(tmp_path.glob("bad*"))
+
+
 def test_checkpoint_overwrite_and_dotted_stems_leave_exactly_two_files(tmp_path):
     model = trained_ish("resnet18", 3)
     save_checkpoint(tmp_path / "best", model, make_card("resnet18", LABELS))

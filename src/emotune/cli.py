@@ -1,4 +1,4 @@
-"""`emotune` command line: predict, train, evaluate, export, models, detectors, demo. Errors print one clear line and exit non-zero."""
+"""`emotune` command line: predict, train, evaluate, export, average, models, detectors, demo. Errors print one clear line and exit non-zero."""
 from __future__ import annotations
 
 import argparse
@@ -92,6 +92,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_average(args: argparse.Namespace) -> int:
+    from .models.average import average_checkpoints
+
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    card = average_checkpoints(args.models, args.out, weights)
+    print(f"wrote {card.with_suffix('.safetensors')} and {card}; score it with emotune evaluate --model {card} before use")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo, run_train_demo
 
@@ -177,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--output", "-o", required=True, help="the .onnx file to write")
     x.add_argument("--check-samples", type=int, default=16, help="random inputs for the parity check (default: 16)")
     x.set_defaults(func=cmd_export)
+
+    a = sub.add_parser("average", help="average the weights of checkpoints of one architecture (model soup)",
+                       description="Weight-average checkpoints that share backbone, head, labels and preprocessing, e.g. the "
+                                   "best of two consecutive fine-tuning stages: one model at the cost of one. Select it on "
+                                   "validation data like any other model.")
+    a.add_argument("models", nargs="+", help="run folders, model card .json or .safetensors files (two or more)")
+    a.add_argument("--out", required=True, help="stem of the averaged checkpoint (writes STEM.safetensors and STEM.json)")
+    a.add_argument("--weights", help="comma list of weights, one per model (default: uniform)")
+    a.set_defaults(func=cmd_average)
 
     for name, module, add, run, help_, desc in PROTOCOL_COMMANDS:
         _module_command(sub, name, module, add, run, help_, desc)
