@@ -54,7 +54,8 @@ def train_and_test(cfg_path: str, out: Path, overrides: dict | None = None) -> d
     summary = out / "summary.json"
     log = json.loads(summary.read_text()) if summary.is_file() else None
     if log is None or log.get("epochs_run", 0) < cfg.epochs and not log.get("stopped_early"):
-        (out / "test" / "eval.json").unlink(missing_ok=True)  # a test score belongs to the weights it was measured on
+        for kept in ("eval.json", "predictions.csv"):  # a test score belongs to the weights it was measured on
+            (out / "test" / kept).unlink(missing_ok=True)
         train(cfg)
         log = json.loads(summary.read_text())
     test = score_test_once(out, Path(cfg.val_data or cfg.data).parent / "test")
@@ -79,20 +80,24 @@ def score_test_once(model: Path, test_dir: Path) -> dict:
 
 def predictions_on_test(model: Path, test_dir: Path):
     """Per-image test predictions of a model (pandas), for paired comparisons. A model scored before predictions were
-    kept is predicted again; its accuracy must match the kept report, so the comparison is of the same model."""
+    kept is predicted again. Either way the table must agree with the kept report (images and accuracy), so that the
+    comparison is of the model that report describes."""
     import pandas as pd
 
     from emotune.evaluate import evaluate_dataset
     from emotune.io import atomic_write
 
+    kept = score_test_once(model, test_dir)
     path = model / "test" / "predictions.csv"
     if not path.is_file():
-        kept = score_test_once(model, test_dir)
         rep = evaluate_dataset(model, test_dir, progress=False)
-        if abs(rep.metrics.accuracy - kept["accuracy"]) > 1e-9:
-            raise RuntimeError(f"{model}: test accuracy {rep.metrics.accuracy} differs from the kept report ({kept['accuracy']})")
         atomic_write(path, lambda p: rep.predictions.to_csv(p, index=False))
-    return pd.read_csv(path)
+    preds = pd.read_csv(path)
+    acc = float((preds["label"] == preds["pred"]).mean()) if len(preds) else float("nan")
+    if len(preds) != kept["n"] or abs(acc - kept["accuracy"]) > 1e-9:
+        raise RuntimeError(f"{path}: {len(preds)} images at accuracy {acc} differ from the kept report "
+                           f"({kept['n']} at {kept['accuracy']}); delete it to predict again")
+    return preds
 
 
 def summarise_test(test: dict) -> dict:

@@ -95,8 +95,10 @@ def test_prediction_table_and_paired_comparison():
     relabelled = a.assign(label="sad")
     with pytest.raises(ValueError, match="true label"):
         compare_predictions(a, relabelled)
-    with pytest.raises(ValueError, match="no image"):
-        compare_predictions(a, a.assign(file="other"))
+    with pytest.raises(ValueError, match="different images: 100 and 99 rows, 99 shared"):
+        compare_predictions(a, b.iloc[1:])
+    with pytest.raises(ValueError, match="'f0' more than once"):
+        compare_predictions(a.assign(file=["f0"] * 100), b)
 
 
 def test_evaluate_detect_scores_the_whole_pipeline_on_photos(trained, tmp_path, capsys):

@@ -439,7 +439,8 @@ def test_average_checkpoints_is_the_weighted_mean_and_refuses_mismatches(tmp_pat
     b = create_model("resnet18", num_classes=3, img_size=SIZE)
     b.train()
     with torch.no_grad():
-        b(torch.randn(2, 3, SIZE, SIZE))
+        for _ in range(3):  # its step counter (3) differs from a's (1)
+            b(torch.randn(2, 3, SIZE, SIZE))
     b.eval()
     save_checkpoint(tmp_path / "a", a, make_card("resnet18", LABELS))
     save_checkpoint(tmp_path / "b", b, make_card("resnet18", LABELS))
@@ -448,7 +449,7 @@ def test_average_checkpoints_is_the_weighted_mean_and_refuses_mismatches(tmp_pat
     sa, sb, sm = a.state_dict(), b.state_dict(), avg.state_dict()
     for key in ("conv1.weight", "bn1.running_mean", "fc.bias"):
         assert torch.allclose(sm[key], 0.75 * sa[key] + 0.25 * sb[key], atol=1e-6), key
-    assert torch.equal(sm["bn1.num_batches_tracked"], sa["bn1.num_batches_tracked"])
+    assert sm["bn1.num_batches_tracked"].item() == 1 and sm["bn1.num_batches_tracked"].dtype == torch.int64
     assert card.labels == LABELS and card.metrics == {}
     assert [f["weight"] for f in card.training["averaged_from"]] == [0.75, 0.25]
 
@@ -459,10 +460,16 @@ def test_average_checkpoints_is_the_weighted_mean_and_refuses_mismatches(tmp_pat
     save_checkpoint(tmp_path / "other", b, make_card("resnet18", ["happy", "sad", "angry"]))
     with pytest.raises(CheckpointError, match="labels"):
         average_checkpoints([tmp_path / "a.json", tmp_path / "other.json"], tmp_path / "bad")
-    with pytest.raises(CheckpointError, match="one non-negative weight"):
+    with pytest.raises(CheckpointError, match="one finite non-negative weight"):
         average_checkpoints([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "bad", [1])
     with pytest.raises(CheckpointError, match="at least two"):
         average_checkpoints([tmp_path / "a.json"], tmp_path / "bad")
+    with pytest.raises(CheckpointError, match="finite"):
+        average_checkpoints([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "bad", [1, float("nan")])
+    with pytest.raises(CheckpointError, match="would overwrite"):
+        average_checkpoints([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "b.safetensors")
+    assert main(["average", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "bad"),
+                 "--weights", "1,,2"]) != 0
     assert not list(tmp_path.glob("bad*"))
 
 

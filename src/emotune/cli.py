@@ -95,7 +95,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_average(args: argparse.Namespace) -> int:
     from .models.average import average_checkpoints
 
-    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    from .errors import CheckpointError
+
+    try:
+        weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    except ValueError:
+        raise CheckpointError(f"--weights {args.weights!r}: expected a comma list of numbers, one per model") from None
     card = average_checkpoints(args.models, args.out, weights)
     print(f"wrote {card.with_suffix('.safetensors')} and {card}; score it with emotune evaluate --model {card} before use")
     return 0

@@ -16,10 +16,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .io import atomic_write
+from .progress import progress as progress_bar
 
 if TYPE_CHECKING:
     import pandas as pd
-from .progress import progress as progress_bar
 
 
 @dataclass
@@ -246,29 +246,37 @@ class PairedComparison:
 
     def sentence(self, a: str = "a", b: str = "b") -> str:
         return (f"{b} - {a}: {self.diff * 100:+.1f} points (95% bootstrap interval [{self.ci95[0] * 100:+.1f}, "
-                f"{self.ci95[1] * 100:+.1f}]); {self.only_b_right} images right only with {b}, {self.only_a_right} only "
-                f"with {a}; exact McNemar p = {self.p_mcnemar:.3f}")
+                f"{self.ci95[1] * 100:+.1f}]); of {self.n} images, {self.only_b_right} are right only with {b} and "
+                f"{self.only_a_right} only with {a}; exact McNemar p = {self.p_mcnemar:.3f}")
 
 
 def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> PairedComparison:
-    """Paired comparison of two prediction tables (`EvalReport.predictions`) over the images both scored.
+    """Paired comparison of two prediction tables (`EvalReport.predictions`) of the same images.
 
     Image-level pairing is far more sensitive than comparing two accuracies: it only counts the images where the
-    models disagree on correctness (exact McNemar test, a binomial test on those)."""
+    models disagree on correctness (exact McNemar test, a binomial test on those). Both tables must hold the same
+    images, each once, so that the two accuracies are the models' own."""
     from scipy.stats import binomtest
 
+    for name, t in (("a", a), ("b", b)):
+        dup = t["file"][t["file"].duplicated()]
+        if len(dup):
+            raise ValueError(f"prediction table {name} lists {dup.iloc[0]!r} more than once")
     both = a[["file", "label", "pred"]].merge(b[["file", "label", "pred"]], on="file", suffixes=("_a", "_b"))
+    if len(both) != len(a) or len(both) != len(b):
+        raise ValueError(f"the prediction tables hold different images: {len(a)} and {len(b)} rows, {len(both)} shared "
+                         "(score both models on the same data, given by the same path)")
     if both.empty:
-        raise ValueError("the two prediction tables share no image")
+        raise ValueError("the prediction tables hold no image")
     if (both["label_a"] != both["label_b"]).any():
         raise ValueError("the two prediction tables disagree on the true label of some images")
     ra = (both["pred_a"] == both["label_a"]).to_numpy()
     rb = (both["pred_b"] == both["label_b"]).to_numpy()
     only_a, only_b = int((ra & ~rb).sum()), int((rb & ~ra).sum())
     p = binomtest(only_b, only_a + only_b).pvalue if only_a + only_b else 1.0
+    d = rb.astype(np.int8) - ra.astype(np.int8)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(both), size=(n_boot, len(both)))
-    diffs = rb[idx].mean(1) - ra[idx].mean(1)
+    diffs = np.array([d[rng.integers(0, len(d), len(d))].mean() for _ in range(n_boot)])
     lo, hi = np.percentile(diffs, [2.5, 97.5])
     return PairedComparison(len(both), float(ra.mean()), float(rb.mean()), float(rb.mean() - ra.mean()),
                             (float(lo), float(hi)), only_a, only_b, float(p))

@@ -6,14 +6,15 @@ average often scores like their ensemble while running as fast as a single model
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CheckpointError
-from .card import ModelCard, load_checkpoint, save_checkpoint
+from .card import ModelCard, load_checkpoint, resolve_card_path, save_checkpoint
 
 # what must agree for two checkpoints to be averaged: same architecture, head, labels and preprocessing
-_MUST_MATCH = ("backbone", "labels", "input_size", "mean", "std", "channels", "in_chans", "head")
+_MUST_MATCH = ("backbone", "labels", "input_size", "mean", "std", "channels", "in_chans", "source_size", "head")
 
 
 def average_checkpoints(paths: Sequence[str | Path], out: str | Path, weights: Sequence[float] | None = None) -> Path:
@@ -24,8 +25,12 @@ def average_checkpoints(paths: Sequence[str | Path], out: str | Path, weights: S
     if len(paths) < 2:
         raise CheckpointError("averaging needs at least two checkpoints")
     weights = [1.0] * len(paths) if weights is None else [float(w) for w in weights]
-    if len(weights) != len(paths) or min(weights) < 0 or sum(weights) <= 0:
-        raise CheckpointError(f"need one non-negative weight per checkpoint ({len(paths)}), not all zero; got {weights}")
+    if len(weights) != len(paths) or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise CheckpointError(f"need one finite non-negative weight per checkpoint ({len(paths)}), not all zero; got {weights}")
+    cards = [resolve_card_path(p) for p in paths]
+    out_stem = Path(out).with_suffix("") if Path(out).suffix in (".json", ".safetensors") else Path(out)
+    if any(c.with_suffix("").resolve() == out_stem.resolve() for c in cards):
+        raise CheckpointError(f"{out}: would overwrite one of the checkpoints being averaged; choose another --out")
     loaded = [load_checkpoint(p) for p in paths]
     first_model, first = loaded[0]
     for (_, card), path in zip(loaded[1:], paths[1:]):
