@@ -8,7 +8,7 @@ Protocols (same backbone, input and CK+ budget: MobileNetV2, 64 px grey, 15 epoc
   b       ImageNet -> FER2013 -> CK+ (cascade)      the same, starting from the FER2013 model (runs/default_model)
   c       ImageNet -> FER2013 + CK+ in one stage    configs/ckplus_cv_merged.yaml
   fusion  (a) with the multi-level fusion head      --head fusion_concat
-  b96     (b) at 96 px from the bundled 96 px FER2013 model (src/emotune/weights/default.json), --img-size 96
+  b96     (b) at 96 px from the 96 px stage-2 FER2013 model (runs/default_model_96), --img-size 96
 
 Ng et al. (2015) found (b) best on SFEW and (c) worse. Every protocol after (a) reuses (a)'s folds.csv, so the folds are
 identical and per-fold differences are paired; the report gives each protocol's mean ± std over folds, the pooled
@@ -37,7 +37,7 @@ FOLD_ARGS = ["--folds", "10", "--group-by", "subject", "--stratify"]
 RESULTS = Path(__file__).resolve().parent / "results" / "ckplus_protocols.json"
 
 
-def protocols(runs: Path, fer_model: str, fer_model_96: str = "src/emotune/weights/default.json") -> dict[str, dict]:
+def protocols(runs: Path, fer_model: str, fer_model_96: str = "runs/default_model_96") -> dict[str, dict]:
     folds = runs / "ck_cv_imagenet" / "folds.csv"
     same = ["--folds-file", str(folds)] if folds.is_file() else FOLD_ARGS
     return {
@@ -191,7 +191,8 @@ def main() -> None:
     ap.add_argument("--run", action="store_true", help="run or resume the cross-validations that are not complete")
     ap.add_argument("--runs", default="runs", help="folder of the cv runs")
     ap.add_argument("--fer-model", default="runs/default_model", help="the FER2013 model that (b) starts from")
-    ap.add_argument("--fer-model-96", default="src/emotune/weights/default.json", help="the 96 px FER2013 model b96 starts from")
+    ap.add_argument("--fer-model-96", default="runs/default_model_96",
+                    help="the 96 px FER2013 model b96 starts from: stage 2 of the default model, bundled when b96 was measured")
     ap.add_argument("--only", default="a,b,c,fusion,b96", help="comma list of protocols")
     args = ap.parse_args()
     ps = {k: v for k, v in protocols(Path(args.runs), args.fer_model, args.fer_model_96).items() if k in args.only.split(",")}
