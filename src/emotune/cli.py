@@ -93,9 +93,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_average(args: argparse.Namespace) -> int:
-    from .models.average import average_checkpoints
-
     from .errors import CheckpointError
+    from .models.average import average_checkpoints
 
     try:
         weights = [float(w) for w in args.weights.split(",")] if args.weights else None
