@@ -65,16 +65,11 @@ def train_and_test(cfg_path: str, out: Path, overrides: dict | None = None) -> d
 
 def score_test_once(model: Path, test_dir: Path) -> dict:
     """The test report of a model folder, scored on the first call and kept in <model>/test/eval.json after that."""
-    from emotune.evaluate import evaluate_dataset, plot_confusion
-    from emotune.io import atomic_write, atomic_write_json, atomic_write_text
+    from emotune.evaluate import evaluate_dataset
 
     test_json = model / "test" / "eval.json"
     if not test_json.is_file():
-        rep = evaluate_dataset(model, test_dir, progress=False)
-        atomic_write_json(test_json, rep.to_dict())
-        atomic_write_text(model / "test" / "eval.md", rep.to_markdown())
-        plot_confusion(rep.metrics, model / "test" / "confusion.png", title=f"{model.name}: test")
-        atomic_write(model / "test" / "predictions.csv", lambda p: rep.predictions.to_csv(p, index=False))
+        evaluate_dataset(model, test_dir, progress=False).write(model / "test", title=f"{model.name}: test")
     return json.loads(test_json.read_text())
 
 
@@ -85,13 +80,11 @@ def predictions_on_test(model: Path, test_dir: Path):
     import pandas as pd
 
     from emotune.evaluate import evaluate_dataset
-    from emotune.io import atomic_write
 
     kept = score_test_once(model, test_dir)
     path = model / "test" / "predictions.csv"
     if not path.is_file():
-        rep = evaluate_dataset(model, test_dir, progress=False)
-        atomic_write(path, lambda p: rep.predictions.to_csv(p, index=False))
+        evaluate_dataset(model, test_dir, progress=False).write_predictions(path)
     preds = pd.read_csv(path)
     acc = float((preds["label"] == preds["pred"]).mean()) if len(preds) else float("nan")
     if len(preds) != kept["n"] or abs(acc - kept["accuracy"]) > 1e-9:

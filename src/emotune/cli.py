@@ -27,8 +27,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_dataset, plot_confusion
-    from .io import atomic_write, atomic_write_json, atomic_write_text
+    from .evaluate import evaluate_dataset
 
     drop = [s for s in (args.drop_labels or "").split(",") if s]
     if args.detect:
@@ -46,12 +45,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     text = json.dumps(report.to_dict(), indent=2) if args.format == "json" else report.to_markdown()
     print(text)
     if args.out:
-        out = Path(args.out)
-        atomic_write_json(out / "eval.json", report.to_dict())
-        atomic_write_text(out / "eval.md", report.to_markdown())
-        plot_confusion(report.metrics, out / "confusion.png")
-        atomic_write(out / "predictions.csv", lambda p: report.predictions.to_csv(p, index=False))
-        print(f"wrote {out / 'eval.json'}, {out / 'eval.md'}, {out / 'confusion.png'}, {out / 'predictions.csv'}", file=sys.stderr)
+        print("wrote " + ", ".join(map(str, report.write(args.out))), file=sys.stderr)
     for s in report.skipped:
         print(f"skipped {s['where']}: {s['problem']}", file=sys.stderr)
     return 0

@@ -150,6 +150,17 @@ class EvalReport:
                 "confusion": self.metrics.confusion, "skipped": self.skipped, "dropped_labels": self.dropped_labels,
                 **({"pipeline": self.metrics.extra} if self.metrics.extra else {})}
 
+    def write_predictions(self, path: str | Path) -> Path:
+        return atomic_write(path, lambda p: self.predictions.to_csv(p, index=False))
+
+    def write(self, out: str | Path, title: str = "") -> list[Path]:
+        """eval.json, eval.md, confusion.png and predictions.csv in `out`, each written atomically."""
+        from .io import atomic_write_json, atomic_write_text
+
+        out = Path(out)
+        return [atomic_write_json(out / "eval.json", self.to_dict()), atomic_write_text(out / "eval.md", self.to_markdown()),
+                plot_confusion(self.metrics, out / "confusion.png", title=title), self.write_predictions(out / "predictions.csv")]
+
     def to_markdown(self) -> str:
         md = self.metrics.to_markdown(f"Evaluation of {self.model}")
         md += f"\nData: `{self.data}`; flip TTA: {self.tta}; skipped bad images: {len(self.skipped)}"
