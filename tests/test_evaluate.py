@@ -10,7 +10,8 @@ import pytest
 
 from emotune.data.synthetic import make_synthetic_dataset
 from emotune.errors import LabelError
-from emotune.evaluate import compare_predictions, compute_metrics, evaluate_dataset, plot_confusion, prediction_table
+from emotune.evaluate import (average_predictions, compare_predictions, compute_metrics, evaluate_dataset, plot_confusion,
+                              prediction_table)
 from emotune.train import make_config, train
 
 
@@ -99,6 +100,44 @@ def test_prediction_table_and_paired_comparison():
         compare_predictions(a, b.iloc[1:])
     with pytest.raises(ValueError, match="'f0' more than once"):
         compare_predictions(a.assign(file=["f0"] * 100), b)
+
+
+def test_average_predictions_is_a_probability_ensemble(tmp_path):
+    """Two models that are each wrong on different images, but less sure when wrong: their mean is right on all."""
+    labels = ["happy", "sad"]
+    files, y = [f"f{i}" for i in range(4)], [0, 0, 1, 1]
+    pa = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7]])  # wrong on f1, mildly
+    pb = np.array([[0.3, 0.7], [0.9, 0.1], [0.1, 0.9], [0.2, 0.8]])  # wrong on f0, mildly
+    a = prediction_table(files, y, pa.argmax(1), labels, pa)
+    b = prediction_table(files[::-1], y[::-1], pb.argmax(1)[::-1], labels, pb[::-1])  # row order must not matter
+    ens = average_predictions([a, b])
+    assert list(ens["file"]) == files and list(ens["pred"]) == ["happy", "happy", "sad", "sad"]
+    assert ens["happy"].to_numpy() == pytest.approx((pa[:, 0] + pb[:, 0]) / 2)
+    assert list(average_predictions([a, b], weights=[1, 0])["pred"]) == list(a["pred"])  # weights are honoured
+    with pytest.raises(ValueError, match="one non-negative weight per table"):
+        average_predictions([a, b], weights=[1])
+    with pytest.raises(ValueError, match="other classes"):
+        average_predictions([a, b.rename(columns={"sad": "neutral"})])
+    with pytest.raises(ValueError, match="no class probabilities"):
+        average_predictions([prediction_table(files, y, y, labels)] * 2)
+    with pytest.raises(ValueError, match="tables 1 and 2 hold different images"):
+        average_predictions([a, b.iloc[:3]])
+
+    # the script scores the ensemble and writes it
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "ensemble_predictions", Path(__file__).resolve().parents[1] / "scripts" / "ensemble_predictions.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    a.to_csv(tmp_path / "a.csv", index=False)
+    b.to_csv(tmp_path / "b.csv", index=False)
+    assert mod.main([str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--out", str(tmp_path / "ens")]) == 0
+    summary = json.loads((tmp_path / "ens" / "summary.json").read_text())
+    assert summary["accuracy"] == 1.0 and summary["n"] == 4 and "+25.0 points" in summary["vs_first"]
+    (tmp_path / "bad.csv").write_text("")
+    with pytest.raises(SystemExit):
+        mod.main([str(tmp_path / "a.csv"), str(tmp_path / "bad.csv")])
 
 
 def test_evaluate_detect_scores_the_whole_pipeline_on_photos(trained, tmp_path, capsys):

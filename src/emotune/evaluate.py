@@ -261,6 +261,49 @@ class PairedComparison:
                 f"{self.only_a_right} only with {a}; exact McNemar p = {self.p_mcnemar:.3f}")
 
 
+def aligned_tables(tables: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
+    """Prediction tables of several models on the same images, each sorted by file so that rows pair up.
+
+    Refuses tables that list an image twice, hold different images or disagree on a true label, so that each model's
+    accuracy stays its own."""
+    if not tables:
+        raise ValueError("no prediction table given")
+    out = []
+    for i, t in enumerate(tables):
+        dup = t["file"][t["file"].duplicated()]
+        if len(dup):
+            raise ValueError(f"prediction table {i + 1} lists {dup.iloc[0]!r} more than once")
+        out.append(t.sort_values("file", kind="stable").reset_index(drop=True))
+    if out[0].empty:
+        raise ValueError("the prediction tables hold no image")
+    for i, t in enumerate(out[1:], start=2):
+        shared = len(set(out[0]["file"]) & set(t["file"]))
+        if shared != len(out[0]) or shared != len(t):
+            raise ValueError(f"prediction tables 1 and {i} hold different images: {len(out[0])} and {len(t)} rows, "
+                             f"{shared} shared (score both models on the same data, given by the same path)")
+        if (out[0]["label"].to_numpy() != t["label"].to_numpy()).any():
+            raise ValueError(f"prediction tables 1 and {i} disagree on the true label of some images")
+    return out
+
+
+def average_predictions(tables: Sequence[pd.DataFrame], weights: Sequence[float] | None = None) -> pd.DataFrame:
+    """A probability ensemble: the (weighted) mean class probabilities of several models scored on the same images,
+    as one prediction table, so that it is scored and compared like any single model."""
+    tables = aligned_tables(tables)
+    labels = [c for c in tables[0].columns if c not in ("file", "label", "pred")]
+    if not labels:
+        raise ValueError("the prediction tables hold no class probabilities (write them with emotune evaluate --out)")
+    for i, t in enumerate(tables[1:], start=2):
+        if [c for c in t.columns if c not in ("file", "label", "pred")] != labels:
+            raise ValueError(f"prediction table {i} has other classes than table 1: the models must share their labels")
+    w = np.ones(len(tables)) if weights is None else np.asarray(weights, dtype=float)
+    if len(w) != len(tables) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"need one non-negative weight per table ({len(tables)}), not all zero; got {list(w)}")
+    probs = sum(wi * t[labels].to_numpy(dtype=float) for wi, t in zip(w, tables)) / w.sum()
+    y = [labels.index(v) for v in tables[0]["label"]]
+    return prediction_table(tables[0]["file"].tolist(), y, probs.argmax(1), labels, probs)
+
+
 def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> PairedComparison:
     """Paired comparison of two prediction tables (`EvalReport.predictions`) of the same images.
 
@@ -269,27 +312,16 @@ def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 2000, se
     images, each once, so that the two accuracies are the models' own."""
     from scipy.stats import binomtest
 
-    for name, t in (("a", a), ("b", b)):
-        dup = t["file"][t["file"].duplicated()]
-        if len(dup):
-            raise ValueError(f"prediction table {name} lists {dup.iloc[0]!r} more than once")
-    both = a[["file", "label", "pred"]].merge(b[["file", "label", "pred"]], on="file", suffixes=("_a", "_b"))
-    if len(both) != len(a) or len(both) != len(b):
-        raise ValueError(f"the prediction tables hold different images: {len(a)} and {len(b)} rows, {len(both)} shared "
-                         "(score both models on the same data, given by the same path)")
-    if both.empty:
-        raise ValueError("the prediction tables hold no image")
-    if (both["label_a"] != both["label_b"]).any():
-        raise ValueError("the two prediction tables disagree on the true label of some images")
-    ra = (both["pred_a"] == both["label_a"]).to_numpy()
-    rb = (both["pred_b"] == both["label_b"]).to_numpy()
+    a, b = aligned_tables([a, b])
+    ra = (a["pred"] == a["label"]).to_numpy()
+    rb = (b["pred"] == b["label"]).to_numpy()
     only_a, only_b = int((ra & ~rb).sum()), int((rb & ~ra).sum())
     p = binomtest(only_b, only_a + only_b).pvalue if only_a + only_b else 1.0
     d = rb.astype(np.int8) - ra.astype(np.int8)
     rng = np.random.default_rng(seed)
     diffs = np.array([d[rng.integers(0, len(d), len(d))].mean() for _ in range(n_boot)])
     lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return PairedComparison(len(both), float(ra.mean()), float(rb.mean()), float(rb.mean() - ra.mean()),
+    return PairedComparison(len(a), float(ra.mean()), float(rb.mean()), float(rb.mean() - ra.mean()),
                             (float(lo), float(hi)), only_a, only_b, float(p))
 
 
