@@ -97,6 +97,15 @@ def test_class_folder_without_classes(tmp_path):
         load_samples(tmp_path / "flat")
 
 
+def test_empty_class_folder_is_an_error_naming_it(faces):
+    """One empty class folder must not silently give a model without that class."""
+    (faces / "fear").mkdir()
+    (faces / "fear" / "readme.txt").write_text("images to come")
+    with pytest.raises(BadInputError) as info:
+        load_samples(faces)
+    assert info.value.where == str(faces / "fear") and "'fear' holds no images" in str(info.value)
+
+
 def test_detect_format_errors(tmp_path):
     with pytest.raises(BadInputError, match="not found"):
         detect_format(tmp_path / "missing")

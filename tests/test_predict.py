@@ -436,6 +436,23 @@ def test_bundled_default_model_predicts(emotune_cache):
     assert rec.labels == list(rec.card.labels) and len(rec.labels) >= 7
 
 
+@pytest.mark.shared
+def test_bundled_default_model_onnx_matches_torch(emotune_cache):
+    """Parity on the model users get: the shipped network, grey, at its own input size, on real faces."""
+    if not default_model_path().is_file():
+        pytest.skip(f"this build has no bundled default model ({default_model_path()} absent)")
+    onnx_rec, torch_rec = Recognizer(device="cpu", threads=1), Recognizer(device="cpu", threads=1, backend="torch")
+    assert isinstance(onnx_rec.backend, OnnxBackend) and isinstance(torch_rec.backend, TorchBackend)
+    img = shared("images/pyfeat/multi_face.jpg")
+    a, b = onnx_rec.predict(img), torch_rec.predict(img)
+    assert len(a) == len(b) >= 4
+    labels = onnx_rec.labels
+    pa = np.array([[f.probs[c] for c in labels] for f in a])
+    pb = np.array([[f.probs[c] for c in labels] for f in b])
+    assert np.abs(pa - pb).max() < 1e-4
+    assert pa.std(0).max() > 1e-3  # the faces do get different probabilities: the comparison means something
+
+
 # --------------------------------------------------------------------------------------------- folders and bad files
 
 

@@ -10,14 +10,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from emotune.data.synthetic import make_synthetic_dataset
 from emotune.errors import ConfigError, LabelError
 from emotune.models import load_checkpoint
 from emotune.train import make_config, train
-from emotune.train.engine import layer_groups, lr_lambda, set_trainable
+from emotune.data.transforms import AugmentConfig, eval_transform, train_transform
+from emotune.train.engine import (batch_mixer, build_data, class_weights, layer_groups, lr_lambda, make_criterion, make_loaders,
+                                  set_trainable)
 
 BASE = {"backbone": "mobilenetv2", "img_size": 32, "batch_size": 16, "workers": 0, "progress": False, "val_fraction": 0.25}
 
@@ -103,6 +107,91 @@ def test_options_that_change_the_loss(tmp_path, faces):
     res = train(cfg(tmp_path, faces, epochs=1, class_balance="sampler", mixup=0.2, cutmix=1.0, ema=True, ema_decay=0.9,
                     label_smoothing=0.0, optimizer="sgd", lr=0.01, deterministic=True, tta=True))
     assert res.epochs_run == 1 and (res.run_dir / "best.safetensors").is_file()
+
+
+def test_label_smoothing_defaults_to_0_1_and_class_balance_loss_weights_rare_classes():
+    c = make_config({**BASE, "data": "d", "out": "o"})
+    assert c.label_smoothing == 0.1 and make_criterion(c, [0, 1], 2).label_smoothing == 0.1
+    w = class_weights([0, 0, 0, 1], 2)
+    assert w.tolist() == pytest.approx([4 / 6, 2.0])  # inverse frequency: the rare class counts 3x
+    assert float((w[torch.tensor([0, 0, 0, 1])]).mean()) == pytest.approx(1.0)  # the loss keeps its scale
+    balanced = make_criterion(make_config({**BASE, "data": "d", "out": "o", "class_balance": "loss"}), [0, 0, 0, 1], 2)
+    assert balanced.weight.tolist() == pytest.approx(w.tolist())
+    assert make_criterion(c, [0, 0, 0, 1], 2).weight is None
+
+
+def test_class_balance_sampler_draws_classes_evenly(tmp_path):
+    data = make_synthetic_dataset(tmp_path / "d", per_class=24, size=16, labels=("happy", "sad"), seed=3)
+    for f in sorted((data / "sad").glob("*.png"))[4:]:
+        f.unlink()  # 24 happy, 4 sad
+    counts = {}
+    for balance in ("none", "sampler"):
+        c = make_config({**BASE, "data": str(data), "out": str(tmp_path / balance), "class_balance": balance,
+                         "val_fraction": 0.0, "val_data": str(data), "batch_size": 4, "img_size": 16})
+        train_loader, _ = make_loaders(c, build_data(c, 16, (0.5,) * 3, (0.5,) * 3), torch.device("cpu"))
+        ys = torch.cat([y for _ in range(10) for _, y in train_loader])  # ten epochs of draws
+        counts[balance] = np.bincount(ys.numpy(), minlength=2) / len(ys)
+    assert counts["none"][1] == pytest.approx(4 / 28, abs=0.02)  # plain shuffling keeps the imbalance
+    assert 0.4 < counts["sampler"][1] < 0.6  # the sampler draws the rare class as often as the common one
+
+
+def test_mixup_and_cutmix_mix_images_and_targets():
+    c = make_config({**BASE, "data": "d", "out": "o", "mixup": 0.4})
+    torch.manual_seed(0)
+    x = torch.stack([torch.full((1, 8, 8), float(i)) for i in range(4)])
+    y = torch.tensor([0, 1, 2, 0])
+    xm, ym = batch_mixer(c, 3, soft=False)(x, y)
+    assert ym.shape == (4, 3) and torch.allclose(ym.sum(1), torch.ones(4))
+    assert (ym.max(1).values < 1).any()  # targets are mixed, not one-hot
+    lam = float(ym[1, 1])  # MixUp pairs each image with the batch rolled by one: image 1 (class 1) with image 0 (class 0)
+    assert torch.allclose(xm[1], lam * x[1] + (1 - lam) * x[0], atol=1e-5)
+    cut = make_config({**BASE, "data": "d", "out": "o", "cutmix": 1.0})
+    xc, yc = batch_mixer(cut, 3, soft=False)(x, y)
+    assert torch.allclose(yc.sum(1), torch.ones(4)) and set(xc.unique().tolist()) <= set(x.unique().tolist())  # pasted patches
+    assert batch_mixer(make_config({**BASE, "data": "d", "out": "o"}), 3, soft=False) is None
+    with pytest.raises(ConfigError, match="hard labels"):
+        batch_mixer(c, 3, soft=True)
+
+
+def test_face_augmentation_defaults():
+    img = Image.fromarray((np.arange(48 * 48).reshape(48, 48) % 251).astype(np.uint8)).convert("RGB")
+    mean, std = (0.5,) * 3, (0.25,) * 3
+    ev = eval_transform(32, mean, std)(img)
+    assert ev.shape == (3, 32, 32) and torch.equal(ev, eval_transform(32, mean, std)(img))  # eval: deterministic
+    a = AugmentConfig()
+    assert a.crop_scale == (0.8, 1.0) and a.hflip == 0.5 and a.rotation == 10 and 0 < a.erasing < 0.5
+    torch.manual_seed(0)
+    outs = [train_transform(32, mean, std)(img) for _ in range(4)]
+    assert all(o.shape == (3, 32, 32) for o in outs) and not torch.equal(outs[0], outs[1])  # train: random
+    only_flip = AugmentConfig(crop_scale=(1.0, 1.0), hflip=1.0, rotation=0, brightness=0, contrast=0, saturation=0, erasing=0)
+    flipped = train_transform(32, mean, std, only_flip)(img)
+    assert torch.allclose(flipped, torch.flip(ev, dims=[2]), atol=1e-5)
+
+
+def test_trains_on_ferplus_soft_targets(tmp_path):
+    """FER+ probability mode: each image's target is its vote distribution, and training uses it."""
+    faces = make_synthetic_dataset(tmp_path / "src", per_class=12, size=40, labels=("happy", "sad", "neutral"), seed=2)
+    column = {"neutral": 0, "happy": 1, "sad": 3}  # FER+ vote columns: neutral, happiness, surprise, sadness, ...
+    folder = tmp_path / "FER2013Train"
+    folder.mkdir()
+    rows = []
+    for label, col in column.items():
+        for i, f in enumerate(sorted((faces / label).glob("*.png"))):
+            votes = [0] * 10
+            votes[col], votes[(col + 1) % 4] = 7 + i % 3, 3 - i % 3  # mostly the true class, some for another
+            (folder / f.name).write_bytes(f.read_bytes())
+            rows.append(",".join([f.name, '"(0, 0, 40, 40)"', *map(str, votes)]))
+    (folder / "label.csv").write_text("\n".join(rows) + "\n")
+    c = cfg(tmp_path, folder, ferplus_mode="probability", epochs=1, lr=3e-3)
+    data = build_data(c, 32, (0.5,) * 3, (0.5,) * 3)
+    assert data.soft
+    _, y = next(iter(make_loaders(c, data, torch.device("cpu"))[0]))
+    assert y.ndim == 2 and torch.allclose(y.sum(1), torch.ones(len(y))) and (y.max(1).values < 1).any()  # vote shares
+    res = train(c)
+    card = json.loads((res.run_dir / "best.json").read_text())
+    assert card["training"]["data"]["soft_targets"] is True and res.epochs_run == 1
+    with pytest.raises(ConfigError, match="hard labels"):
+        train(cfg(tmp_path / "mix", folder, ferplus_mode="probability", epochs=1, mixup=0.2))
 
 
 def test_early_stopping(tmp_path, faces):

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import BadInputError, LabelError
 from ..taxonomy import FER2013_CODES, FERPLUS_COLUMNS, canonical_label
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 SUBJECT_PATTERN = r"^(S\d{3})_"  # CK+: S010_004_00000017.png
 FERPLUS_MODES = ("majority", "probability", "multi_target")
 FER2013_USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
@@ -48,7 +48,9 @@ def subject_from_name(name: str, pattern: str = SUBJECT_PATTERN) -> str | None:
 
 
 def load_folder(root: str | Path, subject_pattern: str | None = SUBJECT_PATTERN) -> list[Sample]:
-    """`root/<label>/*.jpg` (nested sub-folders below a class folder are included)."""
+    """`root/<label>/*.jpg` (nested sub-folders below a class folder are included).
+
+    A class folder without images is an error naming it: skipping it would silently train a model without that class."""
     root = Path(root)
     if not root.is_dir():
         raise BadInputError(root, "not a folder")
@@ -59,11 +61,12 @@ def load_folder(root: str | Path, subject_pattern: str | None = SUBJECT_PATTERN)
     for d in class_dirs:
         label = canonical_label(d.name, where=str(d))
         files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise BadInputError(d, f"class folder '{d.name}' holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                                   "add its images or remove the folder")
         for p in files:
             subj = subject_from_name(p.name, subject_pattern) if subject_pattern else None
             samples.append(Sample(path=p, label=label, subject=subj, source=str(p)))
-    if not samples:
-        raise BadInputError(root, f"no images in class folders ({', '.join(d.name for d in class_dirs)})")
     return samples
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.images import image_from_array, read_image
+from ..data.sources import IMAGE_EXTENSIONS
 from ..errors import BadInputError, CheckpointError, ConfigError, EmotuneError
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
 from ..io import sha256_file
@@ -30,7 +31,6 @@ from .video import VIDEO_EXTENSIONS, frame_step, iter_frames, open_video
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
 BASE_COLUMNS = ["file", "frame", "time", "track", "x", "y", "w", "h", "score"]
 
 

@@ -298,9 +298,27 @@ def lr_lambda(total_steps: int, warmup_steps: int, floor: float):
 
 
 def class_weights(targets: list[int], k: int) -> torch.Tensor:
+    """Inverse class frequency, scaled so that the weights average 1 over the training images."""
     counts = np.bincount(targets, minlength=k).astype(float)
     w = counts.sum() / (k * np.maximum(counts, 1))
     return torch.tensor(w, dtype=torch.float32)
+
+
+def make_criterion(cfg: TrainConfig, targets: list[int], k: int) -> nn.CrossEntropyLoss:
+    """Cross-entropy with label smoothing, class-weighted under --class-balance loss; it takes hard or soft targets."""
+    weight = class_weights(targets, k) if cfg.class_balance == "loss" else None
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+
+
+def batch_mixer(cfg: TrainConfig, k: int, soft: bool) -> v2.RandomChoice | None:
+    """MixUp and/or CutMix on whole batches (one of them per batch), turning hard targets into mixed soft ones."""
+    if cfg.mixup <= 0 and cfg.cutmix <= 0:
+        return None
+    if soft:
+        raise ConfigError("mixup/cutmix need hard labels; use --ferplus-mode majority or turn them off")
+    ops = ([v2.MixUp(alpha=cfg.mixup, num_classes=k)] if cfg.mixup > 0 else []) + \
+          ([v2.CutMix(alpha=cfg.cutmix, num_classes=k)] if cfg.cutmix > 0 else [])
+    return v2.RandomChoice(ops)
 
 
 # ---------------------------------------------------------------------------------------------- run directory
@@ -387,14 +405,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     optimizer = build_optimizer(model, cfg)
     steps_per_epoch = max(len(train_loader), 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch), cfg.min_lr / cfg.lr))
-    weight = class_weights(data.train.targets, k).to(device) if cfg.class_balance == "loss" else None
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
-    mixer = None
-    if cfg.mixup > 0 or cfg.cutmix > 0:
-        if data.soft:
-            raise ConfigError("mixup/cutmix need hard labels; use --ferplus-mode majority or turn them off")
-        ops = ([v2.MixUp(alpha=cfg.mixup, num_classes=k)] if cfg.mixup > 0 else []) + ([v2.CutMix(alpha=cfg.cutmix, num_classes=k)] if cfg.cutmix > 0 else [])
-        mixer = v2.RandomChoice(ops)
+    criterion = make_criterion(cfg, data.train.targets, k).to(device)
+    mixer = batch_mixer(cfg, k, data.soft)
     ema = timm.utils.ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.amp)
 
