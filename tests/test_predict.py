@@ -30,7 +30,7 @@ from emotune.errors import BadInputError, CheckpointError, ConfigError
 from emotune.faces import Face
 from emotune.inference import Recognizer, collect_inputs, load_backend
 from emotune.inference.backend import OnnxBackend, TorchBackend, cache_dir
-from emotune.inference.output import annotate, plot_timeline, records, render, table_text
+from emotune.inference.output import TableSink, annotate, plot_timeline, records, render, table_text
 from emotune.inference.recognizer import BASE_COLUMNS, FaceResult, _Item, default_model_path
 from emotune.inference.tracking import IoUTracker, iou_matrix
 from emotune.inference.video import VideoInfo, VideoWriter, frame_step, iter_frames, open_video
@@ -724,13 +724,16 @@ def test_batched_streams_frames_without_faces(rec):
 # --------------------------------------------------------------------------------------------- outputs
 
 
-def _toy_df(rec) -> pd.DataFrame:
+def _toy_rows(rec) -> list[dict]:
     probs = np.full((1, 7), 0.01, np.float32)
     probs[0, 3] = 0.94
     face = Face((10.0, 12.0, 30.0, 40.0), 0.9, np.arange(10, dtype=np.float32).reshape(5, 2) + 15)
     item = _Item("dir/a.jpg", faces=[face], probs=probs, frame=3, time=0.1, tracks=[7])
-    rows = rec.rows(item) + rec.rows(_Item("b.jpg", frame=4, time=0.2)) + rec.rows(_Item("c.jpg", error="empty file (0 bytes)"))
-    return rec.frame_of(rows)
+    return rec.rows(item) + rec.rows(_Item("b.jpg", frame=4, time=0.2)) + rec.rows(_Item("c.jpg", error="empty file (0 bytes)"))
+
+
+def _toy_df(rec) -> pd.DataFrame:
+    return rec.frame_of(_toy_rows(rec))
 
 
 def test_render_csv_json_jsonl_and_table(rec):
@@ -751,6 +754,58 @@ def test_render_csv_json_jsonl_and_table(rec):
     assert len(lines) == 4 and "track" in lines[0]
     assert "happy" in lines[1] and "10,12,30,40" in lines[1]
     assert "no face found" in lines[2] and "error: empty file" in lines[3]
+
+
+def test_table_sink_streams_what_render_writes_and_appears_whole(rec, tmp_path):
+    rows, df = _toy_rows(rec), _toy_df(rec)
+    for fmt in ("csv", "json", "jsonl"):
+        path = tmp_path / f"r.{fmt}"
+        sink = TableSink(rec.frame_of, LABELS, fmt, path, video=True)
+        for r in rows:
+            sink.add([r])
+        (tmp,) = tmp_path.glob(f".r.{fmt}.*.tmp")
+        assert not path.exists() and tmp.stat().st_size > 0  # written as it comes, under a temp name
+        sink.close()
+        assert path.read_text() == render(df, fmt, LABELS) and not tmp.exists()
+        assert (sink.rows, sink.faces) == (3, 1)
+    out = io.StringIO()
+    sink = TableSink(rec.frame_of, LABELS, "table", stream=out, video=True)
+    sink.add(rows[:1])
+    assert "track" in out.getvalue() and "happy" in out.getvalue()  # a terminal sees the first face at once
+    sink.add(rows[1:])
+    sink.close()
+    assert out.getvalue() == table_text(df, LABELS)
+    sink = TableSink(rec.frame_of, LABELS, "csv", tmp_path / "x.csv")
+    sink.add(rows)
+    sink.abort()  # interrupted: no result file, no temp file
+    assert not (tmp_path / "x.csv").exists() and not list(tmp_path.glob(".x.csv*"))
+    empty = TableSink(rec.frame_of, LABELS, "json", tmp_path / "e.json")
+    empty.close()
+    assert json.loads((tmp_path / "e.json").read_text()) == []
+
+
+def test_table_sink_memory_stays_flat(rec, tmp_path):
+    """A long video or webcam session: memory must not grow with the number of frames written."""
+    import gc
+    import tracemalloc
+
+    rows = _toy_rows(rec)[:1]
+    sink = TableSink(rec.frame_of, LABELS, "csv", tmp_path / "long.csv", video=True)
+    tracemalloc.start()
+    try:
+        for _ in range(200):
+            sink.add(rows)
+        gc.collect()  # pandas leaves reference cycles: count what is still reachable
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(2000):
+            sink.add(rows)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    sink.close()
+    assert sink.rows == 2200 and len((tmp_path / "long.csv").read_text().splitlines()) == 2201
+    assert grown < 100_000, f"memory grew by {grown} bytes over 2000 frames"  # keeping the rows takes about 1 MB
 
 
 def test_annotate_draws_on_a_copy():

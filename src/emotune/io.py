@@ -10,23 +10,36 @@ from pathlib import Path
 from typing import Any
 
 
+class AtomicFile:
+    """A temp file beside `path` that becomes `path` only on `commit()`, whole and fsynced; `discard()` leaves no trace."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+
+    def commit(self) -> Path:
+        os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results should read like any other file
+        with open(self.tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
 def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     """Call `writer(tmp)` on a temp file beside `path`, fsync it, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    f = AtomicFile(path)
     try:
-        writer(tmp_path)
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; results should read like any other file
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
+        writer(f.tmp)
+        return f.commit()
     except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        f.discard()
         raise
-    return path
 
 
 def _umask() -> int:

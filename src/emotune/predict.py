@@ -5,9 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-
 from .errors import BadInputError, ConfigError
-from .inference.output import FORMATS, annotate, plot_timeline, render, save_image, write_table
+from .inference.output import FORMATS, TableSink, annotate, plot_timeline, save_image
 
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,7 +59,6 @@ def _unique(path: Path, used: set[Path]) -> Path:
 
 def run_predict(args: argparse.Namespace) -> int:
     from .inference import Recognizer, collect_inputs
-    from .inference.video import VideoWriter, frame_step
 
     if not args.paths and args.webcam is None:
         raise ConfigError("give at least one image, folder, glob or video (or --webcam INDEX)")
@@ -74,15 +72,33 @@ def run_predict(args: argparse.Namespace) -> int:
     rec = Recognizer(args.model, args.detector, args.detector_model, args.device, args.backend, args.batch_size, args.margin,
                      not args.no_align, args.scene, args.det_max_side, args.min_score, tta=args.tta,
                      video_det_max_side=args.video_det_max_side)
-    show = not args.no_progress
     ann = Path(args.annotate) if args.annotate else None
     timeline_dir = Path(args.timeline) if args.timeline else ann
-    used: set[Path] = set()
-    rows: list[dict] = []
-    ok = failed = 0
+    sink = TableSink(rec.frame_of, rec.labels, fmt, args.output, video=bool(sources))
+    try:
+        ok, failed = _predict_all(args, rec, inputs.images, sources, sink, ann, timeline_dir)
+    except BaseException:
+        sink.abort()
+        raise
+    sink.close()
+    if args.output:
+        print(f"emotune: {sink.faces} face(s) in {ok} input(s) -> {args.output}", file=sys.stderr)
+    if failed:
+        print(f"emotune: {failed} input(s) could not be processed, {ok} could", file=sys.stderr)
+    return 0 if ok else 1
 
-    for item in rec.iter_images(inputs.images, show, keep_rgb=ann is not None):
-        rows += rec.rows(item)
+
+def _predict_all(args: argparse.Namespace, rec, images: list, sources: list, sink: TableSink, ann: Path | None,
+                 timeline_dir: Path | None) -> tuple[int, int]:
+    """Images, then videos and the webcam, each result row handed to `sink` as soon as it exists."""
+    import pandas as pd
+
+    from .inference.video import VideoWriter, frame_step
+
+    used: set[Path] = set()
+    ok = failed = 0
+    for item in rec.iter_images(images, not args.no_progress, keep_rgb=ann is not None):
+        sink.add(rec.rows(item))
         if item.error:
             failed += 1
             print(f"emotune: skipped {item.file}: {item.error}", file=sys.stderr)
@@ -92,13 +108,20 @@ def run_predict(args: argparse.Namespace) -> int:
             name = Path(item.file)
             save_image(annotate(item.rgb, rec.results(item), rec.labels), _unique(ann / f"{name.stem}_emotune.jpg", used))
 
+    timeline_cols = ["time", "track", "label", *rec.labels]
     for src in sources:
         info_out: list = []
         writer = None
-        video_rows: list[dict] = []
+        frames = 0
+        timeline: list[tuple] = []  # only what the plot needs, a few numbers per face
         try:
-            for item in rec.iter_video(src, args.every, args.fps, show, keep_rgb=ann is not None, info_out=info_out):
-                video_rows += rec.rows(item)
+            for item in rec.iter_video(src, args.every, args.fps, not args.no_progress, keep_rgb=ann is not None,
+                                       info_out=info_out):
+                rows = rec.rows(item)
+                sink.add(rows)
+                frames += 1
+                if timeline_dir is not None:
+                    timeline += [tuple(r[c] for c in timeline_cols) for r in rows if r["label"] is not None]
                 if ann is not None:
                     if writer is None:
                         info = info_out[0]
@@ -110,7 +133,7 @@ def run_predict(args: argparse.Namespace) -> int:
         except BadInputError as exc:
             failed += 1
             print(f"emotune: skipped {exc.where}: {exc.problem}", file=sys.stderr)
-            rows += rec.rows(_error_item(str(src), exc.problem))
+            sink.add(rec.rows(_error_item(str(src), exc.problem)))
             if writer is not None:
                 writer.close(ok=False)
             continue
@@ -123,27 +146,17 @@ def run_predict(args: argparse.Namespace) -> int:
         if info.broken_frames or info.problems:
             print(f"emotune: {src}: " + "; ".join([f"{info.broken_frames} unreadable frame(s) skipped"] * bool(info.broken_frames)
                                                    + info.problems), file=sys.stderr)
-        if not video_rows:
+        if not frames:
             failed += 1
             print(f"emotune: skipped {src}: no frame could be decoded", file=sys.stderr)
-            rows += rec.rows(_error_item(str(src), "no frame could be decoded"))
+            sink.add(rec.rows(_error_item(str(src), "no frame could be decoded")))
             continue
         ok += 1
-        rows += video_rows
         if timeline_dir is not None:
             stem = f"webcam{src}" if isinstance(src, int) else Path(src).stem
-            plot_timeline(rec.frame_of(video_rows), rec.labels, _unique(timeline_dir / f"{stem}_timeline.png", used), str(src))
-
-    df = rec.frame_of(rows)
-    if args.output:
-        write_table(df, args.output, fmt, rec.labels)
-        n_faces = int(df["label"].notna().sum())
-        print(f"emotune: {n_faces} face(s) in {ok} input(s) -> {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(render(df, fmt, rec.labels))
-    if failed:
-        print(f"emotune: {failed} input(s) could not be processed, {ok} could", file=sys.stderr)
-    return 0 if ok else 1
+            plot_timeline(pd.DataFrame(timeline, columns=timeline_cols), rec.labels,
+                          _unique(timeline_dir / f"{stem}_timeline.png", used), str(src))
+    return ok, failed
 
 
 def _error_item(name: str, problem: str):

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_write, atomic_write_text
+from ..io import AtomicFile, atomic_write, atomic_write_text
 
 FORMATS = ("table", "csv", "json", "jsonl")
 
@@ -42,12 +46,13 @@ def render(df: pd.DataFrame, fmt: str, labels: list[str]) -> str:
     return table_text(df, labels)
 
 
-def table_text(df: pd.DataFrame, labels: list[str], top: int = 3) -> str:
-    """A compact human-readable table: one line per face with its top classes."""
+def table_text(df: pd.DataFrame, labels: list[str], top: int = 3, video: bool | None = None, header: bool = True) -> str:
+    """A compact human-readable table: one line per face with its top classes (video columns when any row has a frame)."""
     lines = []
-    video = df["frame"].notna().any()
-    head = f"{'file':<32} " + (f"{'frame':>6} {'time':>7} {'track':>5} " if video else "") + f"{'face box (x,y,w,h)':<22} {'label':<9} top classes"
-    lines.append(head)
+    video = bool(df["frame"].notna().any()) if video is None else video
+    if header:
+        lines.append(f"{'file':<32} " + (f"{'frame':>6} {'time':>7} {'track':>5} " if video else "")
+                     + f"{'face box (x,y,w,h)':<22} {'label':<9} top classes")
     for r in records(df):
         name = Path(r["file"]).name
         name = name if len(name) <= 32 else "…" + name[-31:]
@@ -71,6 +76,55 @@ def _fmt(v, width: int, digits: int | None = None) -> str:
 
 def write_table(df: pd.DataFrame, path: str | Path, fmt: str, labels: list[str]) -> Path:
     return atomic_write_text(path, render(df, fmt, labels))
+
+
+class TableSink:
+    """Writes result rows as they come, in any format, to a file or the terminal: memory stays flat however long a video
+    or webcam session runs, and a terminal shows each frame's faces at once. A file is written beside its final name and
+    renamed over it by `close()`, so it is never seen half-written; `abort()` leaves no trace."""
+
+    def __init__(self, to_frame: Callable[[list[dict]], pd.DataFrame], labels: list[str], fmt: str,
+                 path: str | Path | None = None, video: bool = False, stream: TextIO | None = None):
+        self.to_frame, self.labels, self.fmt, self.video = to_frame, labels, fmt, video
+        self.rows = self.faces = 0
+        self._file = AtomicFile(path) if path is not None else None
+        self._out = open(self._file.tmp, "w", encoding="utf-8", newline="") if self._file else (stream or sys.stdout)
+
+    def add(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        df = self.to_frame(rows)
+        first = self.rows == 0
+        if self.fmt == "csv":
+            text = df.to_csv(index=False, header=first)
+        elif self.fmt == "jsonl":
+            text = "".join(json.dumps(r) + "\n" for r in records(df))
+        elif self.fmt == "json":  # the same text as json.dumps(all_records, indent=1), one record at a time
+            text = ("[\n" if first else ",\n") + ",\n".join(textwrap.indent(json.dumps(r, indent=1), " ") for r in records(df))
+        else:
+            text = table_text(df, self.labels, video=self.video, header=first)
+        self._out.write(text)
+        self._out.flush()
+        self.rows += len(df)
+        self.faces += int(df["label"].notna().sum())
+
+    def close(self) -> None:
+        if self.rows == 0:  # nothing came: still a valid, empty table
+            self._out.write({"csv": self.to_frame([]).to_csv(index=False), "json": "[]\n", "jsonl": ""}.get(
+                self.fmt, table_text(self.to_frame([]), self.labels, video=self.video)))
+        elif self.fmt == "json":
+            self._out.write("\n]\n")
+        self._out.flush()
+        if self._file is not None:
+            self._out.close()
+            self._file.commit()
+            self._file = None
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._out.close()
+            self._file.discard()
+            self._file = None
 
 
 COLORS = [(230, 60, 60), (150, 90, 200), (120, 120, 120), (255, 200, 0), (80, 200, 120), (60, 120, 230), (255, 120, 20), (0, 200, 200)]
