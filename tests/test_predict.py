@@ -708,6 +708,51 @@ def test_predict_folder_takes_videos_too_and_reports_broken_ones(rec, videos, tm
     assert list(rec.predict_folder(d, videos=False)["file"].map(lambda f: Path(f).name)) == ["photo.jpg"]
 
 
+@pytest.mark.shared
+@pytest.mark.parametrize("ext,fourcc", [(".mkv", "MJPG"), (".webm", "VP80"), (".mov", "mp4v"), (".avi", "MJPG")])
+def test_every_advertised_container_is_read(rec, tmp_path, ext, fourcc):
+    clip = _write_video(tmp_path / f"clip{ext}", n=6, fourcc=fourcc)
+    assert collect_inputs([tmp_path]).videos == [clip]
+    df = rec.predict_video(clip)
+    assert df["frame"].tolist() == list(range(6)) and df["label"].notna().all() and df["track"].nunique() == 1
+
+
+@pytest.mark.shared
+def test_cli_webcam_runs_until_the_stream_ends_or_ctrl_c(gray_card, videos, tmp_path, capsys, monkeypatch):
+    """--webcam INDEX: OpenCV's capture of a camera, here replaced by a clip; Ctrl-C ends the session and keeps the rows."""
+    real = cv2.VideoCapture
+
+    class Camera:
+        def __init__(self, source, stop_after: int = 0):
+            assert source == 0
+            self.cap, self.reads, self.stop_after = real(str(videos["good"])), 0, stop_after
+
+        def _tick(self):
+            self.reads += 1
+            if self.stop_after and self.reads > self.stop_after:
+                raise KeyboardInterrupt
+
+        def read(self):
+            self._tick()
+            return self.cap.read()
+
+        def grab(self):
+            self._tick()
+            return self.cap.grab()
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", Camera)
+    out = tmp_path / "cam.jsonl"
+    rc, _, _ = run_cli(capsys, "predict", "--webcam", "0", "--model", gray_card, "--every", "5", "-o", out, "--no-progress")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rc == 0 and [r["frame"] for r in rows] == [0, 5, 10, 15, 20, 25] and rows[0]["file"] == "webcam 0"
+    monkeypatch.setattr(cv2, "VideoCapture", lambda source: Camera(source, stop_after=12))
+    rc, _, _ = run_cli(capsys, "predict", "--webcam", "0", "--model", gray_card, "--every", "5", "-o", out, "--no-progress")
+    assert rc == 0 and [json.loads(line)["frame"] for line in out.read_text().splitlines()] == [0, 5, 10]
+
+
 def test_batched_streams_frames_without_faces(rec):
     consumed = 0
 

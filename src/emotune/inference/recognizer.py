@@ -207,8 +207,9 @@ class Recognizer:
         return self.results(item)
 
     # ---- streams ------------------------------------------------------------------------------------------------
-    def _batched(self, items: Iterable[_Item]) -> Iterator[_Item]:
-        """Classify the crops of consecutive items together, `batch_size` at a time; items come out in order."""
+    def _batched(self, items: Iterable[_Item], live: bool = False) -> Iterator[_Item]:
+        """Classify the crops of consecutive items together, `batch_size` at a time; items come out in order.
+        `live` (a webcam) classifies each item at once: a camera's results must not wait for a batch to fill."""
         pending: list[_Item] = []
         n = 0
 
@@ -225,7 +226,7 @@ class Recognizer:
             pending.append(item)
             n += len(item.crops)
             # items without faces count too: a long face-less stretch must not pile up frames in memory
-            if n >= self.batch_size or len(pending) >= self.batch_size:
+            if live or n >= self.batch_size or len(pending) >= self.batch_size:
                 yield from flush()
                 pending, n = [], 0
         yield from flush()
@@ -284,16 +285,23 @@ class Recognizer:
             info_out.append(info)
         step = frame_step(info.fps, every, fps)
         tracker = IoUTracker(max_age=max(2, int(round(info.fps / step))))  # keep ids through ~1 s of misses
-        name = str(source)
+        name = info.path  # the file, or "webcam N"
         total = (info.frames + step - 1) // step if info.frames else None
 
-        def produce() -> Iterator[_Item]:
-            for index, rgb in progress(iter_frames(cap, info, step), show, total=total, desc=Path(name).name, unit="frame"):
-                item = self._detect(_Item(name, rgb=rgb, frame=index, time=round(index / info.fps, 4)), self.video_det_max_side)
-                item.tracks = tracker.update([f.box for f in item.faces])
-                yield item
+        webcam = isinstance(source, int)
 
-        for item in self._batched(produce()):
+        def produce() -> Iterator[_Item]:
+            try:
+                for index, rgb in progress(iter_frames(cap, info, step), show, total=total, desc=Path(name).name, unit="frame"):
+                    item = self._detect(_Item(name, rgb=rgb, frame=index, time=round(index / info.fps, 4)), self.video_det_max_side)
+                    item.tracks = tracker.update([f.box for f in item.faces])
+                    yield item
+            except KeyboardInterrupt:
+                if not webcam:
+                    raise
+                # Ctrl-C is how a webcam session ends: stop reading, keep every frame seen so far
+
+        for item in self._batched(produce(), live=webcam):
             if not keep_rgb:
                 item.rgb = None
             yield item
