@@ -262,7 +262,8 @@ def main() -> None:
         "args": vars(args), "inputs": inputs, "elapsed_s": round(elapsed, 1),
         "load_average": {"start": [round(v, 2) for v in load_start], "end": [round(v, 2) for v in os.getloadavg()]},
         "model": {"spec": args.model or "bundled default", "backbone": card.backbone, "input_size": card.input_size,
-                  "in_chans": card.in_chans, "labels": list(card.labels), "detector": "yunet (default)"},
+                  "in_chans": card.in_chans, "labels": list(card.labels), "detector": "yunet (default)",
+                  "weights_sha256": card.sha256},
         "fer": {"status": "run" if fer else fer_reason, "info": fer[threads[0]].info if fer else None,
                 "classifier_path_compared": fer_cls},
         "targets": {"face_ms": TARGET_FACE_MS, "video_fps": TARGET_FPS, "results": targets},
@@ -282,7 +283,8 @@ def write_md(args, p: dict, threads: list[int], fer_cls: str | None, fer_reason:
     lines = [
         "# Inference speed: emotune vs fer",
         "",
-        f"Model: `{m['spec']}`: {m['backbone']}, {m['input_size']} px, {m['in_chans']} channel(s); emotune detector YuNet.  ",
+        f"Model: `{m['spec']}`: {m['backbone']}, {m['input_size']} px, {m['in_chans']} channel(s), weights sha256 "
+        f"{(m.get('weights_sha256') or '?')[:12]}; emotune detector YuNet.  ",
         f"Peer: " + (f"fer {fi.get('fer')} (TensorFlow {fi.get('tensorflow')}, Keras {fi.get('keras')}, OpenCV {fi.get('opencv')}): "
                      f"mini-Xception on 64x64 grey + OpenCV Haar cascade, in its own venv." if fer else f"fer {fer_reason}"),
         f"Inputs: {p['inputs']['photo']}; {p['inputs']['video']}.  ",
