@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
             tables.append(pd.read_csv(path))
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
             ap.error(f"{path}: cannot read the prediction table ({e})")
-    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
     try:
+        weights = [float(w) for w in args.weights.split(",")] if args.weights else None
         ens = average_predictions(tables, weights)
     except (ValueError, KeyError) as e:
         ap.error(str(e))

@@ -294,7 +294,7 @@ def average_predictions(tables: Sequence[pd.DataFrame], weights: Sequence[float]
     if not labels:
         raise ValueError("the prediction tables hold no class probabilities (write them with emotune evaluate --out)")
     for i, t in enumerate(tables[1:], start=2):
-        if [c for c in t.columns if c not in ("file", "label", "pred")] != labels:
+        if sorted(c for c in t.columns if c not in ("file", "label", "pred")) != sorted(labels):
             raise ValueError(f"prediction table {i} has other classes than table 1: the models must share their labels")
     w = np.ones(len(tables)) if weights is None else np.asarray(weights, dtype=float)
     if len(w) != len(tables) or (w < 0).any() or w.sum() <= 0:

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import BadInputError, ConfigError
@@ -76,16 +79,34 @@ def run_predict(args: argparse.Namespace) -> int:
     timeline_dir = Path(args.timeline) if args.timeline else ann
     sink = TableSink(rec.frame_of, rec.labels, fmt, args.output, video=bool(sources))
     try:
-        ok, failed = _predict_all(args, rec, inputs.images, sources, sink, ann, timeline_dir)
+        with _sigterm_as_exit():
+            ok, failed = _predict_all(args, rec, inputs.images, sources, sink, ann, timeline_dir)
+        sink.close()
     except BaseException:
-        sink.abort()
+        sink.abort()  # no half-written --output, no temp file left behind
         raise
-    sink.close()
     if args.output:
         print(f"emotune: {sink.faces} face(s) in {ok} input(s) -> {args.output}", file=sys.stderr)
     if failed:
         print(f"emotune: {failed} input(s) could not be processed, {ok} could", file=sys.stderr)
     return 0 if ok else 1
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """SIGTERM (timeout, docker stop, systemd) ends the run like Ctrl-C does, so that clean-up code runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _predict_all(args: argparse.Namespace, rec, images: list, sources: list, sink: TableSink, ann: Path | None,

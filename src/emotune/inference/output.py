@@ -103,8 +103,14 @@ class TableSink:
             text = ("[\n" if first else ",\n") + ",\n".join(textwrap.indent(json.dumps(r, indent=1), " ") for r in records(df))
         else:
             text = table_text(df, self.labels, video=self.video, header=first)
-        self._out.write(text)
-        self._out.flush()
+        if self._file is None:  # the terminal: clear any progress bar first, redraw it after
+            from tqdm import tqdm
+
+            with tqdm.external_write_mode(file=self._out):
+                self._out.write(text)
+                self._out.flush()
+        else:
+            self._out.write(text)
         self.rows += len(df)
         self.faces += int(df["label"].notna().sum())
 
@@ -117,12 +123,13 @@ class TableSink:
         self._out.flush()
         if self._file is not None:
             self._out.close()
-            self._file.commit()
+            self._file.commit()  # on failure the file stays set, so abort() still removes the temp file
             self._file = None
 
     def abort(self) -> None:
         if self._file is not None:
-            self._out.close()
+            if not self._out.closed:
+                self._out.close()
             self._file.discard()
             self._file = None
 
