@@ -116,6 +116,8 @@ def test_average_predictions_is_a_probability_ensemble(tmp_path):
     assert list(average_predictions([a, b], weights=[1, 0])["pred"]) == list(a["pred"])  # weights are honoured
     with pytest.raises(ValueError, match="one non-negative weight per table"):
         average_predictions([a, b], weights=[1])
+    swapped = b[["file", "label", "pred", "sad", "happy"]]  # the same classes in another column order
+    assert average_predictions([a, swapped])["happy"].to_numpy() == pytest.approx(ens["happy"].to_numpy())
     with pytest.raises(ValueError, match="other classes"):
         average_predictions([a, b.rename(columns={"sad": "neutral"})])
     with pytest.raises(ValueError, match="no class probabilities"):
