@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from emotune.evaluate import average_predictions, compare_predictions, compute_metrics
+from emotune.evaluate import average_predictions, class_columns, compare_predictions, compute_metrics
 from emotune.io import atomic_write_text
 
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         ens = average_predictions(tables, weights)
     except (ValueError, KeyError) as e:
         ap.error(str(e))
-    labels = [c for c in ens.columns if c not in ("file", "label", "pred")]
+    labels = class_columns(ens)
     m = compute_metrics([labels.index(v) for v in ens["label"]], [labels.index(v) for v in ens["pred"]], labels)
     vs_first = compare_predictions(tables[0], ens)
     summary = {"tables": args.tables, "weights": weights, **m.summary(), "vs_first": vs_first.sentence("first", "ensemble")}

@@ -261,6 +261,11 @@ class PairedComparison:
                 f"{self.only_a_right} only with {a}; exact McNemar p = {self.p_mcnemar:.3f}")
 
 
+def class_columns(table: pd.DataFrame) -> list[str]:
+    """The class-probability columns of a prediction table, in its order."""
+    return [c for c in table.columns if c not in ("file", "label", "pred")]
+
+
 def aligned_tables(tables: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
     """Prediction tables of several models on the same images, each sorted by file so that rows pair up.
 
@@ -290,11 +295,11 @@ def average_predictions(tables: Sequence[pd.DataFrame], weights: Sequence[float]
     """A probability ensemble: the (weighted) mean class probabilities of several models scored on the same images,
     as one prediction table, so that it is scored and compared like any single model."""
     tables = aligned_tables(tables)
-    labels = [c for c in tables[0].columns if c not in ("file", "label", "pred")]
+    labels = class_columns(tables[0])
     if not labels:
         raise ValueError("the prediction tables hold no class probabilities (write them with emotune evaluate --out)")
     for i, t in enumerate(tables[1:], start=2):
-        if sorted(c for c in t.columns if c not in ("file", "label", "pred")) != sorted(labels):
+        if sorted(class_columns(t)) != sorted(labels):
             raise ValueError(f"prediction table {i} has other classes than table 1: the models must share their labels")
     w = np.ones(len(tables)) if weights is None else np.asarray(weights, dtype=float)
     if len(w) != len(tables) or (w < 0).any() or w.sum() <= 0:

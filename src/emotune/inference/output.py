@@ -98,7 +98,7 @@ class TableSink:
         if self.fmt == "csv":
             text = df.to_csv(index=False, header=first)
         elif self.fmt == "jsonl":
-            text = "".join(json.dumps(r) + "\n" for r in records(df))
+            text = render(df, "jsonl", self.labels)
         elif self.fmt == "json":  # the same text as json.dumps(all_records, indent=1), one record at a time
             text = ("[\n" if first else ",\n") + ",\n".join(textwrap.indent(json.dumps(r, indent=1), " ") for r in records(df))
         else:
@@ -116,8 +116,9 @@ class TableSink:
 
     def close(self) -> None:
         if self.rows == 0:  # nothing came: still a valid, empty table
-            self._out.write({"csv": self.to_frame([]).to_csv(index=False), "json": "[]\n", "jsonl": ""}.get(
-                self.fmt, table_text(self.to_frame([]), self.labels, video=self.video)))
+            empty = self.to_frame([])
+            self._out.write(table_text(empty, self.labels, video=self.video) if self.fmt == "table"
+                            else render(empty, self.fmt, self.labels))
         elif self.fmt == "json":
             self._out.write("\n]\n")
         self._out.flush()
