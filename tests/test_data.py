@@ -106,6 +106,16 @@ def test_empty_class_folder_is_an_error_naming_it(faces):
     assert info.value.where == str(faces / "fear") and "'fear' holds no images" in str(info.value)
 
 
+def test_empty_folder_of_a_dropped_class_is_allowed(faces):
+    """`--drop-labels fear` says the user leaves fear out, so its empty folder is no error; other empty ones still are."""
+    (faces / "fear").mkdir()
+    samples = load_samples(faces, drop_labels=["fear"])
+    assert samples and "fear" not in {s.label for s in samples}
+    (faces / "angry").mkdir()
+    with pytest.raises(BadInputError, match="'angry' holds no images"):
+        load_samples(faces, drop_labels=["fear"])
+
+
 def test_detect_format_errors(tmp_path):
     with pytest.raises(BadInputError, match="not found"):
         detect_format(tmp_path / "missing")

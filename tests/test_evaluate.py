@@ -61,6 +61,9 @@ def test_evaluate_on_a_dataset_with_extra_labels(trained):
     assert rep.metrics.n == 15 and rep.dropped_labels == {"surprise": 5}
     assert rep.metrics.labels == ["happy", "neutral", "sad"]
     assert sum(map(sum, rep.metrics.confusion)) == 15
+    (data / "contempt").mkdir()  # an empty folder of a label left out on purpose is no error
+    rep = evaluate_dataset(trained / "run", data, drop_labels=["surprise", "contempt"], progress=False)
+    assert rep.metrics.n == 15 and rep.dropped_labels == {"surprise": 5}
 
 
 def test_cli_evaluate_writes_reports(trained, tmp_path):

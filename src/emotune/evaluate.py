@@ -180,7 +180,7 @@ def labelled_samples(model_labels: Sequence[str], data: str | Path, data_format:
     from .data.sources import load_samples
     from .data.splits import stratified_subset
 
-    samples = load_samples(data, data_format, split=split, ferplus_mode=ferplus_mode)
+    samples = load_samples(data, data_format, split=split, ferplus_mode=ferplus_mode, drop_labels=drop_labels)
     unknown = Counter(s.label for s in samples if s.label not in model_labels)
     drop = set(drop_labels) | (set(unknown) if drop_unknown_labels else set())
     dropped = {k: v for k, v in unknown.items() if k in drop}

@@ -101,9 +101,10 @@ def load_merged(specs: Sequence[SourceSpec], labels_spec: str, seed: int = 0, fe
     """Load, map, split (per source) and check every source; see the module docstring."""
     train, val, per = [], [], {}
     for spec in specs:
-        tr = _map(load_samples(spec.data, spec.format, split=spec.split, ferplus_mode=ferplus_mode), spec)
+        tr = _map(load_samples(spec.data, spec.format, split=spec.split, ferplus_mode=ferplus_mode, drop_labels=drop_labels), spec)
         if spec.val_data or spec.val_split:
-            va = _map(load_samples(spec.val_data or spec.data, spec.format, split=spec.val_split, ferplus_mode=ferplus_mode), spec)
+            va = _map(load_samples(spec.val_data or spec.data, spec.format, split=spec.val_split, ferplus_mode=ferplus_mode,
+                                   drop_labels=drop_labels), spec)
         else:
             frac = default_val_fraction if spec.val_fraction is None else spec.val_fraction
             tr, va = holdout_split(tr, frac, seed) if frac > 0 else (tr, [])

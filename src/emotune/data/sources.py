@@ -47,10 +47,12 @@ def subject_from_name(name: str, pattern: str = SUBJECT_PATTERN) -> str | None:
     return m.group(1) if m else None
 
 
-def load_folder(root: str | Path, subject_pattern: str | None = SUBJECT_PATTERN) -> list[Sample]:
+def load_folder(root: str | Path, subject_pattern: str | None = SUBJECT_PATTERN,
+                drop_labels: Sequence[str] = ()) -> list[Sample]:
     """`root/<label>/*.jpg` (nested sub-folders below a class folder are included).
 
-    A class folder without images is an error naming it: skipping it would silently train a model without that class."""
+    A class folder without images is an error naming it: skipping it would silently train a model without that class.
+    Folders of `drop_labels` (the user left that class out on purpose) may be empty."""
     root = Path(root)
     if not root.is_dir():
         raise BadInputError(root, "not a folder")
@@ -61,7 +63,7 @@ def load_folder(root: str | Path, subject_pattern: str | None = SUBJECT_PATTERN)
     for d in class_dirs:
         label = canonical_label(d.name, where=str(d))
         files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
+        if not files and label not in drop_labels:
             raise BadInputError(d, f"class folder '{d.name}' holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
                                    "add its images or remove the folder")
         for p in files:
@@ -250,11 +252,13 @@ def _read_csv_header(path: Path) -> list[str]:
     return [h.strip() for h in first]
 
 
-def load_samples(path: str | Path, fmt: str = "auto", split: str | None = None, ferplus_mode: str = "majority") -> list[Sample]:
-    """Read any supported dataset. `split` filters manifest rows or FER2013 `Usage` (train/val/test or the raw name)."""
+def load_samples(path: str | Path, fmt: str = "auto", split: str | None = None, ferplus_mode: str = "majority",
+                 drop_labels: Sequence[str] = ()) -> list[Sample]:
+    """Read any supported dataset. `split` filters manifest rows or FER2013 `Usage` (train/val/test or the raw name).
+    `drop_labels` only excuses empty class folders here; callers filter the samples themselves."""
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt == "folder":
-        return load_folder(path)
+        return load_folder(path, drop_labels=drop_labels)
     if fmt == "manifest":
         return load_manifest(path, split=split)
     if fmt == "fer2013csv":

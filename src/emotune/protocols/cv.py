@@ -367,10 +367,12 @@ def load_cv_samples(cfg: TrainConfig, subject_pattern: str | None = None) -> tup
         specs = parse_sources(cfg.sources)
         first = specs[0]
         labels = load_merged(specs, cfg.labels, cfg.seed, cfg.ferplus_mode, cfg.val_fraction, cfg.drop_labels).labels
-        samples = _map(load_samples(first.data, first.format, split=first.split, ferplus_mode=cfg.ferplus_mode), first)
+        samples = _map(load_samples(first.data, first.format, split=first.split, ferplus_mode=cfg.ferplus_mode,
+                                       drop_labels=cfg.drop_labels), first)
         keep, _ = usable(samples, dataclasses.replace(cfg, labels=",".join(labels)), first.data)
         return apply_subject_pattern([samples[i] for i in keep], subject_pattern), labels
-    samples = load_samples(cfg.data, cfg.data_format, split=cfg.train_split, ferplus_mode=cfg.ferplus_mode)
+    samples = load_samples(cfg.data, cfg.data_format, split=cfg.train_split, ferplus_mode=cfg.ferplus_mode,
+                           drop_labels=cfg.drop_labels)
     keep, labels = usable(samples, cfg, cfg.data)
     return apply_subject_pattern([samples[i] for i in keep], subject_pattern), labels
 

@@ -155,9 +155,11 @@ def build_data(cfg: TrainConfig, size: int, mean, std) -> DataBundle:
         merged = load_merged(parse_sources(cfg.sources), cfg.labels, cfg.seed, cfg.ferplus_mode, cfg.val_fraction, cfg.drop_labels)
         train_s, val_s, labels = merged.train, merged.val, merged.labels
     else:
-        train_s = load_samples(cfg.data, cfg.data_format, split=cfg.train_split, ferplus_mode=cfg.ferplus_mode)
+        train_s = load_samples(cfg.data, cfg.data_format, split=cfg.train_split, ferplus_mode=cfg.ferplus_mode,
+                               drop_labels=cfg.drop_labels)
         if cfg.val_data or cfg.val_split:
-            val_s = load_samples(cfg.val_data or cfg.data, cfg.data_format, split=cfg.val_split, ferplus_mode=cfg.ferplus_mode)
+            val_s = load_samples(cfg.val_data or cfg.data, cfg.data_format, split=cfg.val_split,
+                                 ferplus_mode=cfg.ferplus_mode, drop_labels=cfg.drop_labels)
         elif cfg.val_fraction > 0:
             train_s, val_s = holdout_split(train_s, cfg.val_fraction, cfg.seed)
         else:
