@@ -12,6 +12,7 @@ import json
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -470,6 +471,43 @@ def test_average_checkpoints_is_the_weighted_mean_and_refuses_mismatches(tmp_pat
         average_checkpoints([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "b.safetensors")
     assert main(["average", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "bad"),
                  "--weights", "1,,2"]) != 0
+    assert not list(tmp_path.glob("bad*"))
+
+
+def test_ensemble_checkpoint_averages_member_probabilities(tmp_path):
+    """Two different backbones in one checkpoint: its softmax is the weighted mean of theirs, in torch and in ONNX."""
+    from emotune.cli import main
+    from emotune.inference.backend import OnnxBackend, export_onnx
+    from emotune.models.average import ensemble_checkpoints
+
+    a, b = trained_ish("resnet18", 3), trained_ish("mobilenetv2", 3)
+    save_checkpoint(tmp_path / "a", a, make_card("resnet18", LABELS))
+    save_checkpoint(tmp_path / "b", b, make_card("mobilenetv2", LABELS))
+    card_path = ensemble_checkpoints([tmp_path / "a.json", tmp_path / "b.safetensors"], tmp_path / "ens", [3, 1])
+    ens, card = load_checkpoint(card_path)  # rebuilt from its card, sha256-verified
+    assert card.backbone == "resnet18+mobilenetv2" and card.labels == LABELS and card.metrics == {}
+    assert card.head["type"] == "ensemble" and card.head["weights"] == [0.75, 0.25]
+    assert [m["weight"] for m in card.training["ensemble_of"]] == [0.75, 0.25]
+    x = torch.randn(4, 3, SIZE, SIZE)
+    with torch.no_grad():
+        pa, pb, pe = (torch.softmax(m(x), 1) for m in (a, b, ens))
+    assert torch.allclose(pe, 0.75 * pa + 0.25 * pb, atol=1e-6)
+    assert not torch.allclose(pe, pa, atol=1e-3)  # the second member counts
+    export_onnx(ens, card, tmp_path / "onnx" / "ens.onnx")
+    assert np.abs(OnnxBackend(tmp_path / "onnx" / "ens.onnx")(x.numpy()) - pe.numpy()).max() < 1e-4
+
+    assert main(["average", "--ensemble", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "u")]) == 0
+    uni, _ = load_checkpoint(tmp_path / "u.json")
+    with torch.no_grad():
+        assert torch.allclose(torch.softmax(uni(x), 1), (pa + pb) / 2, atol=1e-6)
+
+    save_checkpoint(tmp_path / "gray", trained_ish("mobilenetv2", 3, in_chans=1), make_card("mobilenetv2", LABELS, in_chans=1))
+    with pytest.raises(CheckpointError, match="in_chans|mean|channels"):
+        ensemble_checkpoints([tmp_path / "a.json", tmp_path / "gray.json"], tmp_path / "bad")
+    with pytest.raises(CheckpointError, match="itself an ensemble"):
+        ensemble_checkpoints([tmp_path / "a.json", tmp_path / "ens.json"], tmp_path / "bad")
+    with pytest.raises(CheckpointError, match="cannot seed fine-tuning"):
+        create_model("resnet18", 3, str(tmp_path / "ens.json"), img_size=SIZE, labels=LABELS)
     assert not list(tmp_path.glob("bad*"))
 
 

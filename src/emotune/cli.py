@@ -88,13 +88,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_average(args: argparse.Namespace) -> int:
     from .errors import CheckpointError
-    from .models.average import average_checkpoints
+    from .models.average import average_checkpoints, ensemble_checkpoints
 
     try:
         weights = [float(w) for w in args.weights.split(",")] if args.weights else None
     except ValueError:
         raise CheckpointError(f"--weights {args.weights!r}: expected a comma list of numbers, one per model") from None
-    card = average_checkpoints(args.models, args.out, weights)
+    card = (ensemble_checkpoints if args.ensemble else average_checkpoints)(args.models, args.out, weights)
     print(f"wrote {card.with_suffix('.safetensors')} and {card}; score it with emotune evaluate --model {card} before use")
     return 0
 
@@ -185,13 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--check-samples", type=int, default=16, help="random inputs for the parity check (default: 16)")
     x.set_defaults(func=cmd_export)
 
-    a = sub.add_parser("average", help="average the weights of checkpoints of one architecture (model soup)",
+    a = sub.add_parser("average", help="average checkpoints: their weights (model soup) or, with --ensemble, their probabilities",
                        description="Weight-average checkpoints that share backbone, head, labels and preprocessing, e.g. the "
-                                   "best of two consecutive fine-tuning stages: one model at the cost of one. Select it on "
-                                   "validation data like any other model.")
+                                   "best of two consecutive fine-tuning stages: one model at the cost of one. With --ensemble, "
+                                   "keep every model in one checkpoint and average their class probabilities instead: members "
+                                   "may differ in backbone but cost one forward pass each. Select the result on validation "
+                                   "data like any other model.")
     a.add_argument("models", nargs="+", help="run folders, model card .json or .safetensors files (two or more)")
     a.add_argument("--out", required=True, help="stem of the averaged checkpoint (writes STEM.safetensors and STEM.json)")
     a.add_argument("--weights", help="comma list of weights, one per model (default: uniform)")
+    a.add_argument("--ensemble", action="store_true",
+                   help="store a probability ensemble of the models (one forward pass each) instead of one averaged model")
     a.set_defaults(func=cmd_average)
 
     for name, module, add, run, help_, desc in PROTOCOL_COMMANDS:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..errors import EmotuneError
-from ..models.card import load_checkpoint
+from ..models.card import load_checkpoint, resolve_card_path
 from .backend import OnnxBackend, TorchBackend, export_onnx
 from .recognizer import default_model_path
 
@@ -22,6 +22,10 @@ def export_and_check(model_spec: str | None, output: str | Path, samples: int = 
     output = Path(output)
     if output.suffix != ".onnx":
         raise EmotuneError(f"--output {output}: the file name must end in .onnx")
-    model, card = load_checkpoint(default_model_path() if model_spec in (None, "", "default") else model_spec)
+    spec = default_model_path() if model_spec in (None, "", "default") else model_spec
+    if output.with_suffix(".json").resolve() == resolve_card_path(spec).resolve():
+        raise EmotuneError(f"--output {output}: its card {output.with_suffix('.json').name} would replace the model's own "
+                           "card; choose another name or folder")
+    model, card = load_checkpoint(spec)
     path = export_onnx(model, card, output)
     return path, parity(model, path, card.in_chans, card.input_size, samples)

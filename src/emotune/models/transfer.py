@@ -56,6 +56,8 @@ def init_from_checkpoint(model: nn.Module, spec: str | Path, labels: list[str]) 
     from .registry import classifier_prefix
 
     card, card_path = read_card(spec)
+    if (card.head or {}).get("type") == "ensemble":
+        raise CheckpointError(f"{card_path}: an ensemble cannot seed fine-tuning; start from one of its members instead")
     weights = card_path.parent / card.weights_file
     if not weights.is_file():
         raise CheckpointError(f"{weights}: weights named by {card_path} not found")

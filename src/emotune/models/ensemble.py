@@ -1,0 +1,56 @@
+"""A probability ensemble of emotune models stored as one checkpoint.
+
+Models from different trajectories (e.g. a staged recipe and a long single-stage one) make different mistakes, so
+the mean of their class probabilities is often more accurate than either; unlike a weight average (average.py)
+it costs one forward pass per member. The ensemble outputs log mean probabilities, so the softmax that every
+consumer (evaluate, predict, ONNX export) applies to a model's output gives the ensemble's probabilities unchanged.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+
+HEAD_TYPE = "ensemble"
+
+
+class EnsembleNet(nn.Module):
+    """Weighted mean of the members' softmax probabilities, returned as log-probabilities."""
+
+    def __init__(self, members: Sequence[nn.Module], weights: Sequence[float], specs: Sequence[dict[str, Any]]):
+        super().__init__()
+        if len(members) < 2 or len(members) != len(weights) or len(specs) != len(members):
+            raise CheckpointError(f"an ensemble needs two or more members with one weight each; got {len(members)} "
+                                  f"members and {len(weights)} weights")
+        total = float(sum(weights))
+        if not all(math.isfinite(w) and w >= 0 for w in weights) or total <= 0:
+            raise CheckpointError(f"ensemble weights must be finite, non-negative and not all zero; got {list(weights)}")
+        self.members = nn.ModuleList(members)
+        self.weights = [float(w) / total for w in weights]
+        self.specs = [dict(s) for s in specs]
+        # zero-weight members stay in the file (the card lists them) but add log(0) = -inf: keep them out of the sum
+        self._log_w = [math.log(w) if w > 0 else None for w in self.weights]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        terms = [torch.log_softmax(m(x), dim=1) + lw for m, lw in zip(self.members, self._log_w) if lw is not None]
+        return torch.logsumexp(torch.stack(terms, dim=0), dim=0)
+
+    def head_spec(self) -> dict[str, Any]:
+        return {"type": HEAD_TYPE, "members": self.specs, "weights": self.weights}
+
+
+def build_ensemble(head: dict[str, Any], num_classes: int, img_size: int, in_chans: int) -> EnsembleNet:
+    """An untrained EnsembleNet from a card's head spec {"type": "ensemble", "members": [{backbone, head}], "weights"}."""
+    from .registry import create_model
+
+    specs = head.get("members")
+    if not isinstance(specs, list) or not all(isinstance(s, dict) and isinstance(s.get("backbone"), str) for s in specs):
+        raise CheckpointError(f"ensemble head: 'members' must be a list of {{backbone, head}} objects, got {specs!r}")
+    members = [create_model(s["backbone"], num_classes, None, img_size=img_size, in_chans=in_chans,
+                            head=s.get("head") or {"type": "linear"}) for s in specs]
+    return EnsembleNet(members, head.get("weights") or [1.0] * len(specs), specs)
