@@ -5,7 +5,10 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+MP_VENV ?= .venv-mp
+MP_STAMP := $(MP_VENV)/.installed
+
+.PHONY: demo test venv mediapipe-env clean
 
 venv: $(STAMP)
 
@@ -22,7 +25,16 @@ demo: venv
 	$(BIN)/emotune predict "$(EXAMPLE)" --annotate runs/demo
 
 test: venv
+	-$(MAKE) --no-print-directory mediapipe-env  # optional side environment: the MediaPipe test skips, saying why, without it
 	$(BIN)/python -m pytest -q
 
+# MediaPipe needs opencv-contrib-python, which clashes with emotune's OpenCV: it gets its own environment
+mediapipe-env: $(MP_STAMP)
+
+$(MP_STAMP): requirements/mediapipe.txt
+	test -x $(MP_VENV)/bin/python || $(PY) -m venv $(MP_VENV)
+	$(MP_VENV)/bin/pip install -q --disable-pip-version-check -r requirements/mediapipe.txt
+	touch $(MP_STAMP)
+
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) $(MP_VENV) runs build *.egg-info

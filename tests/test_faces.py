@@ -202,6 +202,67 @@ def test_haar_finds_the_face_without_landmarks(yunet):
     assert np.linalg.norm(c - cy) < 0.25 * y.box[2]
 
 
+def _iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw, ih = max(0.0, min(ax + aw, bx + bw) - max(ax, bx)), max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    return iw * ih / (aw * ah + bw * bh - iw * ih)
+
+
+def test_detections_cli_prints_json_lines_and_goes_past_bad_files(tmp_path, capsys):
+    import json
+
+    from emotune.faces.__main__ import main
+
+    Image.new("RGB", (64, 48), (90, 90, 90)).save(tmp_path / "blank.png")
+    (tmp_path / "bad.jpg").write_text("not an image")
+    assert main([str(tmp_path / "blank.png"), str(tmp_path / "bad.jpg")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == {"file": str(tmp_path / "blank.png"), "height": 48, "width": 64, "faces": []}
+    assert rows[1]["file"] == str(tmp_path / "bad.jpg") and "bad.jpg" in rows[1]["error"]
+    assert main([str(tmp_path / "bad.jpg")]) == 1  # nothing processed
+    assert main(["--detector", "mediapipe", str(tmp_path / "blank.png")]) == 2  # needs a model file: a clear error
+    assert "--detector-model" in capsys.readouterr().err
+
+
+MP_PYTHON = Path(__file__).resolve().parents[1] / ".venv-mp" / "bin" / "python"
+MP_MODEL = SHARED / "weights" / "face" / "mediapipe_0.10.21_face_detection_full_range_sparse.tflite"
+
+
+@pytest.mark.shared
+def test_mediapipe_finds_the_faces_yunet_finds(yunet):
+    """The MediaPipe option end to end, in its side environment (requirements/mediapipe.txt; `make mediapipe-env`):
+    the people in the shared photos and no face in the others, each box on a YuNet face, five landmarks in the box."""
+    import json
+    import os
+    import subprocess
+
+    if not MP_PYTHON.is_file():
+        pytest.skip(f"needs the MediaPipe side environment {MP_PYTHON.parent.parent} (make mediapipe-env; "
+                    "mediapipe's opencv-contrib-python clashes with emotune's OpenCV)")
+    if not MP_MODEL.is_file():
+        pytest.skip(f"needs the MediaPipe model file {MP_MODEL} (absent on this machine)")
+    names = {"grace_hopper.jpg": 1, "astronaut.png": 1, "pyfeat/multi_face.jpg": 5, "rocket.jpg": 0, "chelsea.png": 0,
+             "coffee.png": 0}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    out = subprocess.run([str(MP_PYTHON), "-m", "emotune.faces", "--detector", "mediapipe", "--detector-model", str(MP_MODEL),
+                          *(str(IMAGES / n) for n in names)], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [r["file"] for r in rows] == [str(IMAGES / n) for n in names]
+    for row, (name, expected) in zip(rows, names.items()):
+        faces = row["faces"]
+        assert len(faces) == expected, f"{name}: {len(faces)} faces, expected {expected}"
+        ours = yunet.detect(shared_rgb(name))
+        for f in faces:
+            assert 0.5 <= f["score"] <= 1.0 and inside(f["box"], row["width"], row["height"])
+            assert max(_iou(f["box"], y.box) for y in ours) > 0.4, f"{name}: a MediaPipe box on no YuNet face"
+            lm = np.array(f["landmarks"])
+            x, y, w, h = f["box"]
+            assert lm.shape == (5, 2) and np.all((lm[:, 0] > x) & (lm[:, 0] < x + w) & (lm[:, 1] > y) & (lm[:, 1] < y + h))
+            assert lm[0, 0] < lm[2, 0] < lm[1, 0]  # right eye, nose, left eye: image left to right
+
+
 # --------------------------------------------------------------------------------------------- alignment
 
 
