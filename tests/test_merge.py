@@ -11,7 +11,7 @@ import torch
 
 from emotune.data.merge import load_merged, parse_sources, source_sample_weights
 from emotune.data.synthetic import make_synthetic_dataset
-from emotune.errors import ConfigError, LabelError
+from emotune.errors import BadInputError, ConfigError, LabelError
 from emotune.models import read_card
 from emotune.train import make_config, train
 from emotune.train.config import add_arguments
@@ -55,6 +55,22 @@ def test_label_map_merges_and_drops(big, lab):
                                     {"name": "lab", "data": str(lab), "label_map": {"contempt": "disgust"}}])
     with pytest.raises(ConfigError, match="'big' has no \\['disgust'\\]"):  # mapping made disgust a label big lacks
         load_merged(unacknowledged, "auto", seed=0)
+
+
+def test_empty_folders_of_classes_a_source_leaves_out_are_excused(tmp_path):
+    """A source's `label_map: {x: null}` and `missing: [x]` excuse an empty x/ folder, as --drop-labels does."""
+    a = make_synthetic_dataset(tmp_path / "a", per_class=4, size=16, seed=1, labels=("happy", "sad"))
+    b = make_synthetic_dataset(tmp_path / "b", per_class=4, size=16, seed=2, labels=("happy", "sad"))
+    (a / "fear").mkdir()
+    (b / "angry").mkdir()
+    raw = [{"name": "a", "data": str(a), "label_map": {"fear": None}}, {"name": "b", "data": str(b), "missing": ["angry"]}]
+    m = load_merged(parse_sources(raw), "auto", seed=0, default_val_fraction=0.25)
+    assert m.labels == ("happy", "sad")
+    with pytest.raises(BadInputError, match="'angry' holds no images"):  # b without its `missing`
+        load_merged(parse_sources([raw[0], {**raw[1], "missing": []}]), "auto", seed=0)
+    (a / "angry").mkdir()  # excused for b only, not for a
+    with pytest.raises(BadInputError, match="'angry' holds no images"):
+        load_merged(parse_sources(raw), "auto", seed=0)
 
 
 def test_bad_source_specs_are_explicit(big):

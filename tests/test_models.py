@@ -501,6 +501,20 @@ def test_ensemble_checkpoint_averages_member_probabilities(tmp_path):
     with torch.no_grad():
         assert torch.allclose(torch.softmax(uni(x), 1), (pa + pb) / 2, atol=1e-6)
 
+    # a zero-weight member is carried but adds nothing; a fusion-head member rebuilds from the card like a linear one
+    fused = create_model("resnet18", 3, None, img_size=SIZE, head={"type": "fusion_concat", "levels": [-3, -2]}).eval()
+    save_checkpoint(tmp_path / "f", fused, ModelCard(**{**make_card("resnet18", LABELS).to_dict(), "head": fused.head_spec()}))
+    ens0, _ = load_checkpoint(ensemble_checkpoints([tmp_path / "a.json", tmp_path / "f.json"], tmp_path / "zero", [1, 0]))
+    with torch.no_grad():
+        assert torch.allclose(torch.softmax(ens0(x), 1), pa, atol=1e-6)
+    export_onnx(ens0, read_card(tmp_path / "zero.json")[0], tmp_path / "onnx" / "zero.onnx")
+    assert np.abs(OnnxBackend(tmp_path / "onnx" / "zero.onnx")(x.numpy()) - pa.numpy()).max() < 1e-4
+    bad = json.loads((tmp_path / "zero.json").read_text())
+    bad["head"]["weights"] = ["a", 1]
+    (tmp_path / "tampered.json").write_text(json.dumps(bad))
+    with pytest.raises(CheckpointError, match="weights must be numbers"):
+        load_checkpoint(tmp_path / "tampered.json")
+
     save_checkpoint(tmp_path / "gray", trained_ish("mobilenetv2", 3, in_chans=1), make_card("mobilenetv2", LABELS, in_chans=1))
     with pytest.raises(CheckpointError, match="in_chans|mean|channels"):
         ensemble_checkpoints([tmp_path / "a.json", tmp_path / "gray.json"], tmp_path / "bad")

@@ -339,10 +339,14 @@ def test_cli_export_writes_onnx_with_card_and_parity(gray_card, rgb_card, tmp_pa
     # wrong suffix, missing model: usage errors, exit 2
     assert run_cli(capsys, "export", "--model", gray_card, "--output", tmp_path / "x.pt")[0] == 2
     assert run_cli(capsys, "export", "--model", tmp_path / "missing.json", "--output", tmp_path / "y.onnx")[0] == 2
-    # an ONNX file beside the checkpoint under its own stem would replace the checkpoint's card: refused, card intact
-    before = gray_card.read_bytes()
-    rc, _, err = run_cli(capsys, "export", "--model", gray_card, "--output", gray_card.with_suffix(".onnx"))
-    assert rc == 2 and "would replace the model's own card" in err and gray_card.read_bytes() == before
+    # an ONNX file whose card would replace a checkpoint's card (its own, or another one's): refused, card intact
+    for victim in (gray_card, rgb_card):
+        before = victim.read_bytes()
+        rc, _, err = run_cli(capsys, "export", "--model", gray_card, "--output", victim.with_suffix(".onnx"))
+        assert rc == 2 and f"would replace the card of {victim.stem}.safetensors" in err and victim.read_bytes() == before
+    # exporting again over an earlier export is fine: that card describes the ONNX file itself
+    out = tmp_path / "gray.onnx"
+    assert run_cli(capsys, "export", "--model", gray_card, "--output", out, "--check-samples", 2)[0] == 0
 
 
 @pytest.mark.shared

@@ -40,6 +40,13 @@ class SourceSpec:
     label_map: dict[str, str | None] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
 
+    def load(self, drop_labels: Sequence[str] = (), val: bool = False, ferplus_mode: str = "majority") -> list[Sample]:
+        """This source's train (or explicit val) samples, mapped; empty class folders are excused for the labels it
+        leaves out on purpose (global drops, `label_map: {x: null}`, `missing`)."""
+        excused = [*drop_labels, *(k for k, v in self.label_map.items() if v is None), *self.missing]
+        data, split = (self.val_data or self.data, self.val_split) if val else (self.data, self.split)
+        return _map(load_samples(data, self.format, split=split, ferplus_mode=ferplus_mode, drop_labels=excused), self)
+
 
 def parse_sources(raw: Sequence[dict[str, Any]]) -> list[SourceSpec]:
     """Validate the `sources:` list of a config (names unique, keys known, maps onto canonical labels)."""
@@ -101,10 +108,9 @@ def load_merged(specs: Sequence[SourceSpec], labels_spec: str, seed: int = 0, fe
     """Load, map, split (per source) and check every source; see the module docstring."""
     train, val, per = [], [], {}
     for spec in specs:
-        tr = _map(load_samples(spec.data, spec.format, split=spec.split, ferplus_mode=ferplus_mode, drop_labels=drop_labels), spec)
+        tr = spec.load(drop_labels, ferplus_mode=ferplus_mode)
         if spec.val_data or spec.val_split:
-            va = _map(load_samples(spec.val_data or spec.data, spec.format, split=spec.val_split, ferplus_mode=ferplus_mode,
-                                   drop_labels=drop_labels), spec)
+            va = spec.load(drop_labels, val=True, ferplus_mode=ferplus_mode)
         else:
             frac = default_val_fraction if spec.val_fraction is None else spec.val_fraction
             tr, va = holdout_split(tr, frac, seed) if frac > 0 else (tr, [])

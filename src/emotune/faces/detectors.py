@@ -130,7 +130,8 @@ class HaarDetector(Detector):
 
         super().__init__(score_threshold, max_side, min_face)
         if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
-            raise ConfigError("the haar detector needs opencv-python(-headless) 4.x (OpenCV 5 ships no cascades)")
+            raise ConfigError("this OpenCV build has no Haar cascades (cv2.CascadeClassifier / cv2.data); the haar detector "
+                              "needs opencv-python-headless 4.x, which emotune pins, or opencv-contrib-python")
         path = str(model or Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():

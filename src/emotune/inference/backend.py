@@ -97,7 +97,8 @@ def cache_dir() -> Path:
 def onnx_cache_path(card: ModelCard) -> Path:
     """Where the ONNX export of a card's weights lives in the emotune cache (keyed by the weights' sha256)."""
     key = (card.sha256 or "nohash")[:16]
-    return cache_dir() / "onnx" / f"{card.backbone}-{key}-opset{ONNX_OPSET}.onnx"
+    name = card.backbone if len(card.backbone) <= 64 else "ensemble"  # an ensemble's "a+b+c..." can be long
+    return cache_dir() / "onnx" / f"{name}-{key}-opset{ONNX_OPSET}.onnx"
 
 
 def cached_onnx(make_model, card: ModelCard) -> Path:

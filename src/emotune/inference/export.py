@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..errors import EmotuneError
-from ..models.card import load_checkpoint, resolve_card_path
+from ..models.card import load_checkpoint, read_card
 from .backend import OnnxBackend, TorchBackend, export_onnx
 from .recognizer import default_model_path
 
@@ -18,14 +18,26 @@ def parity(model: torch.nn.Module, onnx_path: str | Path, in_chans: int, size: i
     return float(np.abs(OnnxBackend(onnx_path)(x) - TorchBackend(model, "cpu")(x)).max())
 
 
+def _refuse_foreign_card(output: Path) -> None:
+    """The export writes `<name>.json` beside `<name>.onnx`: never over a card that describes other weights (a run's
+    best.json / last.json), which would orphan its checkpoint."""
+    card_path = output.with_suffix(".json")
+    if not card_path.is_file():
+        return
+    try:
+        card, _ = read_card(card_path)
+    except EmotuneError:
+        return  # not a model card: an ordinary file the user chose to replace
+    if card.weights_file and card.weights_file != output.name:
+        raise EmotuneError(f"--output {output}: its card {card_path.name} would replace the card of {card.weights_file}; "
+                           "choose another name or folder")
+
+
 def export_and_check(model_spec: str | None, output: str | Path, samples: int = 16) -> tuple[Path, float]:
     output = Path(output)
     if output.suffix != ".onnx":
         raise EmotuneError(f"--output {output}: the file name must end in .onnx")
-    spec = default_model_path() if model_spec in (None, "", "default") else model_spec
-    if output.with_suffix(".json").resolve() == resolve_card_path(spec).resolve():
-        raise EmotuneError(f"--output {output}: its card {output.with_suffix('.json').name} would replace the model's own "
-                           "card; choose another name or folder")
-    model, card = load_checkpoint(spec)
+    _refuse_foreign_card(output)
+    model, card = load_checkpoint(default_model_path() if model_spec in (None, "", "default") else model_spec)
     path = export_onnx(model, card, output)
     return path, parity(model, path, card.in_chans, card.input_size, samples)

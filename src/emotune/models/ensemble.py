@@ -27,6 +27,8 @@ class EnsembleNet(nn.Module):
         if len(members) < 2 or len(members) != len(weights) or len(specs) != len(members):
             raise CheckpointError(f"an ensemble needs two or more members with one weight each; got {len(members)} "
                                   f"members and {len(weights)} weights")
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights):
+            raise CheckpointError(f"ensemble weights must be numbers, got {list(weights)}")
         total = float(sum(weights))
         if not all(math.isfinite(w) and w >= 0 for w in weights) or total <= 0:
             raise CheckpointError(f"ensemble weights must be finite, non-negative and not all zero; got {list(weights)}")
@@ -48,9 +50,11 @@ def build_ensemble(head: dict[str, Any], num_classes: int, img_size: int, in_cha
     """An untrained EnsembleNet from a card's head spec {"type": "ensemble", "members": [{backbone, head}], "weights"}."""
     from .registry import create_model
 
-    specs = head.get("members")
+    specs, weights = head.get("members"), head.get("weights")
+    if weights is not None and not isinstance(weights, list):
+        raise CheckpointError(f"ensemble head: 'weights' must be a list of numbers, got {weights!r}")
     if not isinstance(specs, list) or not all(isinstance(s, dict) and isinstance(s.get("backbone"), str) for s in specs):
         raise CheckpointError(f"ensemble head: 'members' must be a list of {{backbone, head}} objects, got {specs!r}")
     members = [create_model(s["backbone"], num_classes, None, img_size=img_size, in_chans=in_chans,
                             head=s.get("head") or {"type": "linear"}) for s in specs]
-    return EnsembleNet(members, head.get("weights") or [1.0] * len(specs), specs)
+    return EnsembleNet(members, weights or [1.0] * len(specs), specs)

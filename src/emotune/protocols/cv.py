@@ -362,13 +362,12 @@ def load_cv_samples(cfg: TrainConfig, subject_pattern: str | None = None) -> tup
     With `sources:` the first source is cross-validated and the others join every fold's training side (dataset
     merging inside CV, e.g. FER2013 + CK+ tested on CK+ folds); labels then span all sources."""
     if cfg.sources:
-        from ..data.merge import _map, load_merged, parse_sources
+        from ..data.merge import load_merged, parse_sources
 
         specs = parse_sources(cfg.sources)
         first = specs[0]
         labels = load_merged(specs, cfg.labels, cfg.seed, cfg.ferplus_mode, cfg.val_fraction, cfg.drop_labels).labels
-        samples = _map(load_samples(first.data, first.format, split=first.split, ferplus_mode=cfg.ferplus_mode,
-                                       drop_labels=cfg.drop_labels), first)
+        samples = first.load(cfg.drop_labels, ferplus_mode=cfg.ferplus_mode)
         keep, _ = usable(samples, dataclasses.replace(cfg, labels=",".join(labels)), first.data)
         return apply_subject_pattern([samples[i] for i in keep], subject_pattern), labels
     samples = load_samples(cfg.data, cfg.data_format, split=cfg.train_split, ferplus_mode=cfg.ferplus_mode,
