@@ -189,8 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Weight-average checkpoints that share backbone, head, labels and preprocessing, e.g. the "
                                    "best of two consecutive fine-tuning stages: one model at the cost of one. With --ensemble, "
                                    "keep every model in one checkpoint and average their class probabilities instead: members "
-                                   "may differ in backbone (not in labels or preprocessing) and cost one forward pass each. Select the result on validation "
-                                   "data like any other model.")
+                                   "may differ in backbone (not in labels or preprocessing) and cost one forward pass "
+                                   "each. Select the result on validation data like any other model.")
     a.add_argument("models", nargs="+", help="run folders, model card .json or .safetensors files (two or more)")
     a.add_argument("--out", required=True, help="stem of the averaged checkpoint (writes STEM.safetensors and STEM.json)")
     a.add_argument("--weights", help="comma list of weights, one per model (default: uniform)")

@@ -74,11 +74,11 @@ def ensemble_checkpoints(paths: Sequence[str | Path], out: str | Path, weights: 
     """Store the probability ensemble of `paths` (models/ensemble.py) as one checkpoint `<out>.safetensors` + `.json`.
 
     Members may differ in backbone and head but must share labels and preprocessing. Returns the new card's path."""
-    from .ensemble import HEAD_TYPE, EnsembleNet
+    from .ensemble import EnsembleNet, is_ensemble
 
     loaded, weights = _load_to_combine(paths, out, weights, _SAME_INPUT, "an ensemble")
     for path, (_, c) in zip(paths, loaded):
-        if (c.head or {}).get("type") == HEAD_TYPE:
+        if is_ensemble(c):
             raise CheckpointError(f"{path} is itself an ensemble; list its members instead")
     specs = [{"backbone": c.backbone, "head": c.head or {"type": "linear"}} for _, c in loaded]
     net = EnsembleNet([m for m, _ in loaded], weights, specs)

@@ -19,6 +19,11 @@ from ..errors import CheckpointError
 HEAD_TYPE = "ensemble"
 
 
+def is_ensemble(card) -> bool:
+    """Whether a model card describes an ensemble (its head spec says so)."""
+    return (card.head or {}).get("type") == HEAD_TYPE
+
+
 class EnsembleNet(nn.Module):
     """Weighted mean of the members' softmax probabilities, returned as log-probabilities."""
 

@@ -194,9 +194,9 @@ def classifier_prefix(model: nn.Module) -> str:
 
 def build_from_card(card) -> nn.Module:
     """An untrained model with the architecture a model card describes."""
-    from .ensemble import HEAD_TYPE, build_ensemble
+    from .ensemble import build_ensemble, is_ensemble
 
-    if (card.head or {}).get("type") == HEAD_TYPE:
+    if is_ensemble(card):
         return build_ensemble(card.head, len(card.labels), card.input_size, card.in_chans)
     return create_model(card.backbone, num_classes=len(card.labels), pretrained=None, img_size=card.input_size, in_chans=card.in_chans,
                         head=card.head or {"type": "linear"})

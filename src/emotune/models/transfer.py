@@ -14,6 +14,7 @@ from torch import nn
 from ..errors import CheckpointError
 from ..io import sha256_file
 from .card import read_card
+from .ensemble import is_ensemble
 
 
 @dataclass
@@ -56,7 +57,7 @@ def init_from_checkpoint(model: nn.Module, spec: str | Path, labels: list[str]) 
     from .registry import classifier_prefix
 
     card, card_path = read_card(spec)
-    if (card.head or {}).get("type") == "ensemble":
+    if is_ensemble(card):
         raise CheckpointError(f"{card_path}: an ensemble cannot seed fine-tuning; start from one of its members instead")
     weights = card_path.parent / card.weights_file
     if not weights.is_file():
