@@ -8,14 +8,17 @@ STAMP := $(VENV)/.installed
 MP_VENV ?= .venv-mp
 MP_STAMP := $(MP_VENV)/.installed
 
-.PHONY: demo test venv mediapipe-env clean
+.PHONY: demo test venv mediapipe-env wheel-check clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+CONSTRAINTS := requirements/constraints.txt
+PIP_FLAGS := -q --disable-pip-version-check -c $(CONSTRAINTS)
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install $(PIP_FLAGS) torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install $(PIP_FLAGS) -e '.[test]'
 	touch $(STAMP)
 
 # matplotlib ships this public-domain photo of Grace Hopper
@@ -38,5 +41,9 @@ $(MP_STAMP): requirements/mediapipe.txt
 	$(MP_VENV)/bin/pip install -q --disable-pip-version-check -r requirements/mediapipe.txt || { rm -rf $(MP_VENV); exit 1; }
 	touch $(MP_STAMP)
 
+# the wheel alone, in a fresh environment, outside the source tree: does it carry everything `emotune predict` needs?
+wheel-check:
+	PY=$(PY) CONSTRAINTS=$(abspath $(CONSTRAINTS)) scripts/wheel_check.sh
+
 clean:
-	rm -rf $(VENV) $(MP_VENV) runs build *.egg-info
+	rm -rf $(VENV) $(MP_VENV) runs build dist *.egg-info
