@@ -5,17 +5,19 @@
         --recipe configs/default_model.yaml --recipe configs/default_model_96.yaml
 
 The card keeps the run's metrics, adds the test report when one is given (test/ is evaluated once, after training),
-and records `source_size` (FER2013 faces are 48 px) so inference resamples crops like the training data.
+and records `source_size` (FER2013 faces are 48 px) so inference resamples crops like the training data. The files
+are written by emotune's one checkpoint writer (save_checkpoint): the same tensors, with the changed card bound in.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
-from emotune.io import atomic_write, atomic_write_json, sha256_file
-from emotune.models.card import load_checkpoint, read_card
+from safetensors.torch import load_file
+
+from emotune.models import load_checkpoint, read_card, save_checkpoint
+from emotune.models.card import weights_path
 
 DEST = Path(__file__).resolve().parents[1] / "src" / "emotune" / "weights"
 MAX_BYTES = 25 * 1024 * 1024
@@ -32,25 +34,23 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     dest = Path(args.dest)
 
-    load_checkpoint(args.run)  # verifies the sha256 and that it loads
+    load_checkpoint(args.run)  # verifies the sha256, the card's binding and that it loads
     card, card_path = read_card(args.run)
-    weights = card_path.parent / card.weights_file
+    weights = weights_path(card, card_path)
     if weights.stat().st_size > MAX_BYTES:
         raise SystemExit(f"{weights}: {weights.stat().st_size / 2**20:.1f} MB is over the 25 MB budget for the bundled model")
     dest.mkdir(parents=True, exist_ok=True)
-    atomic_write(dest / "default.safetensors", lambda p: shutil.copyfile(weights, p))
-    card.weights_file, card.sha256 = "default.safetensors", sha256_file(dest / "default.safetensors")
     card.source_size = args.source_size
     card.license = "Apache-2.0 (weights); trained on FER2013, whose images are licensed for research only"
     recipes = args.recipe or ["configs/default_model.yaml"]
-    card.training = {**card.training, "run": str(Path(args.run)), "checkpoint": card_path.name,
+    card.training = {**card.training, "run": str(Path(args.run)), "checkpoint": card_path.name, "trained": card.created,
                      "recipe": recipes[-1], "recipes": recipes}
     if args.test_report:
         report = json.loads(Path(args.test_report).read_text())
         keys = ("data", "tta", "accuracy", "balanced_accuracy", "macro_f1", "n")
         card.metrics = {**card.metrics, "test": {k: report[k] for k in keys if k in report},
                         "test_per_class_f1": {c["label"]: round(c["f1"], 4) for c in report["per_class"]}}
-    atomic_write_json(dest / "default.json", card.to_dict())
+    save_checkpoint(dest / "default", load_file(str(weights)), card)  # source_size changed: bind the card anew
     print(f"bundled {weights} -> {dest / 'default.safetensors'} ({(dest / 'default.safetensors').stat().st_size / 2**20:.1f} MB)")
 
 

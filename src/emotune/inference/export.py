@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..errors import EmotuneError
-from ..models.card import load_checkpoint, read_card
+from ..models import load_checkpoint, read_card
 from .backend import OnnxBackend, TorchBackend, export_onnx
 from .recognizer import default_model_path
 

@@ -25,7 +25,7 @@ from ..data.sources import IMAGE_EXTENSIONS
 from ..errors import BadInputError, CheckpointError, ConfigError, EmotuneError
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
 from ..io import sha256_file
-from ..models.card import load_checkpoint, read_card
+from ..models import load_checkpoint, read_card
 from ..progress import progress
 from .video import VIDEO_EXTENSIONS, frame_step, iter_frames, open_video
 
@@ -138,14 +138,15 @@ class Recognizer:
 
     # ---- preprocessing and classification ---------------------------------------------------------------------
     def crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:
-        """The crop the model sees, as RGB uint8 (input_size square)."""
+        """The crop the model sees, as RGB uint8 (input_size square), framed as the model card says (the margin
+        and align options apply on top of the card's framing)."""
         import cv2
 
         size = self.card.input_size
         if self.scene:
             return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
         src = self.card.source_size or size
-        crop = crop_face(rgb, face, src, self.margin, self.align)
+        crop = crop_face(rgb, face, src, self.margin, self.align, self.card.framing)
         return crop if src == size else cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR)
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:

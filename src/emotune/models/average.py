@@ -14,11 +14,13 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import CheckpointError
-from .card import ModelCard, load_checkpoint, resolve_card_path, save_checkpoint
+from .card import BOUND_FIELDS, ModelCard, resolve_card_path, save_checkpoint
+from .ensemble import EnsembleNet, is_ensemble
+from .factory import load_checkpoint
 
 # what must agree for checkpoints to be combined: an ensemble needs one label set and one preprocessing (every member
 # sees the same input tensor); a weight average also needs one architecture and head
-_SAME_INPUT = ("labels", "input_size", "mean", "std", "channels", "in_chans", "source_size")
+_SAME_INPUT = tuple(f for f in BOUND_FIELDS if f not in ("backbone", "head"))
 _MUST_MATCH = ("backbone", "head", *_SAME_INPUT)
 
 
@@ -74,8 +76,6 @@ def ensemble_checkpoints(paths: Sequence[str | Path], out: str | Path, weights: 
     """Store the probability ensemble of `paths` (models/ensemble.py) as one checkpoint `<out>.safetensors` + `.json`.
 
     Members may differ in backbone and head but must share labels and preprocessing. Returns the new card's path."""
-    from .ensemble import EnsembleNet, is_ensemble
-
     loaded, weights = _load_to_combine(paths, out, weights, _SAME_INPUT, "an ensemble")
     for path, (_, c) in zip(paths, loaded):
         if is_ensemble(c):

@@ -50,16 +50,3 @@ class EnsembleNet(nn.Module):
     def head_spec(self) -> dict[str, Any]:
         return {"type": HEAD_TYPE, "members": self.specs, "weights": self.weights}
 
-
-def build_ensemble(head: dict[str, Any], num_classes: int, img_size: int, in_chans: int) -> EnsembleNet:
-    """An untrained EnsembleNet from a card's head spec {"type": "ensemble", "members": [{backbone, head}], "weights"}."""
-    from .registry import create_model
-
-    specs, weights = head.get("members"), head.get("weights")
-    if weights is not None and not isinstance(weights, list):
-        raise CheckpointError(f"ensemble head: 'weights' must be a list of numbers, got {weights!r}")
-    if not isinstance(specs, list) or not all(isinstance(s, dict) and isinstance(s.get("backbone"), str) for s in specs):
-        raise CheckpointError(f"ensemble head: 'members' must be a list of {{backbone, head}} objects, got {specs!r}")
-    members = [create_model(s["backbone"], num_classes, None, img_size=img_size, in_chans=in_chans,
-                            head=s.get("head") or {"type": "linear"}) for s in specs]
-    return EnsembleNet(members, weights or [1.0] * len(specs), specs)

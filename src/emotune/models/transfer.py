@@ -13,8 +13,9 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..io import sha256_file
-from .card import read_card
+from .card import read_card, weights_path
 from .ensemble import is_ensemble
+from .registry import classifier_prefix, get_model_config
 
 
 @dataclass
@@ -30,8 +31,6 @@ class HeadRemap:
 def classifier_prefix_of(card) -> str:
     """The classifier's state-dict prefix for the architecture a card describes (without building it)."""
     import timm
-
-    from .registry import get_model_config
 
     if (card.head or {}).get("type", "linear") != "linear":
         return "head"
@@ -54,12 +53,10 @@ def is_emotune_checkpoint(spec: str | Path | None) -> bool:
 
 def init_from_checkpoint(model: nn.Module, spec: str | Path, labels: list[str]) -> HeadRemap:
     """Load a checkpoint's backbone into `model` (same architecture required) and remap its head to `labels`."""
-    from .registry import classifier_prefix
-
     card, card_path = read_card(spec)
     if is_ensemble(card):
         raise CheckpointError(f"{card_path}: an ensemble cannot seed fine-tuning; start from one of its members instead")
-    weights = card_path.parent / card.weights_file
+    weights = weights_path(card, card_path)
     if not weights.is_file():
         raise CheckpointError(f"{weights}: weights named by {card_path} not found")
     if card.sha256 and sha256_file(weights) != card.sha256:

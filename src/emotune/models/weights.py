@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import CheckpointError
+from .registry import classifier_prefix
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -93,8 +94,6 @@ def map_state_dict(src: dict[str, torch.Tensor], model: nn.Module, head: str) ->
 def load_local_weights(model: nn.Module, path: str | Path) -> bool:
     """Load ImageNet (or other) weights from a local file into a timm model, keeping its new head.
     Returns True when the file's head fitted the model (same number of classes) and was loaded too."""
-    from .registry import classifier_prefix
-
     head = classifier_prefix(model)
     try:
         mapped = map_state_dict(read_state_dict(path), model, head)
