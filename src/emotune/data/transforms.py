@@ -43,35 +43,60 @@ class Preprocess:
     def from_card(cls, card) -> "Preprocess":
         return cls(card.input_size, tuple(card.mean), tuple(card.std), card.channels, card.in_chans, card.source_size or 0)
 
-    def _pil(self, image):
+    def pixels(self, image) -> torch.Tensor:
+        """One image as a uint8 C x H x W tensor in the card's channels. RGB uint8 arrays (Recognizer crops) take a
+        numpy path that is bit-identical to PIL's conversion (grey: PIL's integer ITU-R 601 luma); anything else goes
+        through PIL as a dataset image does."""
+        if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+            if self.channels in ("grayscale", "gray", "L"):
+                x = image.astype(np.uint32)
+                luma = (x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 0x8000) >> 16
+                return torch.from_numpy(luma.astype(np.uint8))[None]
+            return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         from PIL import Image
+        from torchvision.transforms.v2 import functional as F
 
         from .images import image_from_array, normalize_mode
 
-        if isinstance(image, Image.Image):
-            return normalize_mode(image, self.channels)
-        return image_from_array(image, self.channels)
+        pil = normalize_mode(image, self.channels) if isinstance(image, Image.Image) else image_from_array(image, self.channels)
+        return F.pil_to_tensor(pil)
 
-    def __call__(self, image) -> torch.Tensor:
-        """One image -> float32 C x S x S tensor (a dataset transform)."""
+    def resample(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (N x) C x H x W -> (N x) C x S x S: via source_size unless already S square (see the class doc)."""
         from torchvision.transforms.v2 import functional as F
 
-        x = F.pil_to_tensor(self._pil(image)) if not isinstance(image, torch.Tensor) else image
-        size = self.input_size
-        if tuple(x.shape[-2:]) != (size, size):
-            if self.source_size and tuple(x.shape[-2:]) != (self.source_size, self.source_size):
-                x = F.resize(x, [self.source_size, self.source_size], antialias=True)
-            x = F.resize(x, [size, size], antialias=True)
-        if x.shape[0] != self.in_chans:
-            x = x.expand(self.in_chans, -1, -1) if x.shape[0] == 1 else x[:1]
-        x = F.to_dtype(x, torch.float32, scale=True)
-        return F.normalize(x, list(self.mean), list(self.std))
+        size, src = self.input_size, self.source_size
+        hw = tuple(x.shape[-2:])
+        if hw == (size, size):
+            return x
+        if src and hw != (src, src):
+            x = F.resize(x, [src, src], antialias=True)
+        return F.resize(x, [size, size], antialias=True)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (N x) C x S x S -> float32 in [0, 1], normalised; grey repeated if the model takes 3 channels."""
+        from torchvision.transforms.v2 import functional as F
+
+        if x.shape[-3] != self.in_chans:
+            x = x.expand(*x.shape[:-3], self.in_chans, *x.shape[-2:]) if x.shape[-3] == 1 else x[..., :1, :, :]
+        return F.normalize(F.to_dtype(x, torch.float32, scale=True), list(self.mean), list(self.std))
+
+    def __call__(self, image) -> torch.Tensor:
+        """One image (PIL, numpy array or uint8 tensor) -> float32 C x S x S tensor: the dataset transform."""
+        x = image if isinstance(image, torch.Tensor) else self.pixels(image)
+        return self.normalize(self.resample(x))
 
     def batch(self, images: Sequence) -> np.ndarray:
-        """Images of any sizes -> normalised float32 N x C x S x S array, C-contiguous (what a backend takes)."""
+        """Images of any sizes -> normalised float32 N x C x S x S array, C-contiguous (what a backend takes).
+        Same-sized images are resampled together; the result is the same as calling this one by one."""
         if not len(images):
             return np.zeros((0, self.in_chans, self.input_size, self.input_size), np.float32)
-        return np.ascontiguousarray(torch.stack([self(im) for im in images]).numpy())
+        px = [self.pixels(im) for im in images]
+        if len({tuple(p.shape) for p in px}) == 1:
+            x = self.resample(torch.stack(px))
+        else:
+            x = torch.stack([self.resample(p) for p in px])
+        return np.ascontiguousarray(self.normalize(x).numpy())
 
 
 def mirror(x):
