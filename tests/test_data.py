@@ -548,3 +548,38 @@ def test_emotion_dataset_soft_targets(faces):
     hard = EmotionDataset(samples, labels, transform=lambda im: im, channels="grayscale")
     assert [hard[i][1] for i in range(4)] == [0, 0, 2, 1] and hard[0][0].mode == "L"
     assert soft_vector(samples[0], ("sad", "happy")).tolist() == pytest.approx([0.4, 0.6])
+
+
+# ============================================================== preprocessing (one path for evaluate and inference)
+
+
+@pytest.mark.parametrize("mode, mean, std", [("L", [0.5], [0.25]), ("RGB", [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+@pytest.mark.parametrize("size", [20, 32, 45])
+def test_eval_transform_is_training_s_torchvision_pipeline(mode, mean, std, size):
+    """eval_transform (now the card's Preprocess) gives what training's v2 Compose gave, so validation is unchanged."""
+    from torchvision.transforms import v2
+
+    from emotune.data.transforms import eval_transform
+
+    img = Image.fromarray(np.random.default_rng(size).integers(0, 256, (size, size + 3, 3), dtype=np.uint8)).convert(mode)
+    old = v2.Compose([v2.ToImage(), v2.Resize((32, 32), antialias=True), v2.ToDtype(torch.float32, scale=True),
+                      v2.Normalize(mean, std)])
+    tf = eval_transform(32, mean, std)
+    assert torch.allclose(tf(img), old(img), atol=1e-6)
+    ds = EmotionDataset([Sample(path=None, label="happy", pixels=np.asarray(img))], ["happy"], tf, "rgb" if mode == "RGB" else "grayscale")
+    assert ds[0][0].shape == (len(mean), 32, 32)
+
+
+@pytest.mark.parametrize("channels, in_chans", [("grayscale", 1), ("rgb", 3)])
+def test_preprocess_numpy_crops_match_the_pil_path(channels, in_chans):
+    """Recognizer crops (RGB uint8 arrays) take a numpy shortcut that is bit-identical to PIL's conversion."""
+    from emotune.data.transforms import Preprocess
+
+    pre = Preprocess(32, (0.5,) * in_chans, (0.25,) * in_chans, channels, in_chans, source_size=24)
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for s in (24, 32, 50, 50)]
+    want = [pre(Image.fromarray(c)) for c in crops]  # a PIL image goes through PIL's own conversion
+    for c, w in zip(crops, want):
+        assert torch.equal(pre(c), w)
+    assert np.array_equal(pre.batch(crops), torch.stack(want).numpy())
+    assert pre.batch(crops).shape == (4, in_chans, 32, 32)

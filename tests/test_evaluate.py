@@ -170,3 +170,23 @@ def test_evaluate_detect_scores_the_whole_pipeline_on_photos(trained, tmp_path, 
     correct = sum(rep["confusion"][i][i] for i in range(len(rep["labels"])))
     assert rep["pipeline"]["end_to_end_accuracy"] == round(correct / 4, 4)
     assert "rocket.jpg" in out.err and "no face found" in out.err
+
+
+def test_paired_interval_is_scipy_s_paired_bootstrap():
+    """compare_predictions' interval is scipy.stats.bootstrap (paired, BCa) of the accuracy difference."""
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng(3)
+    labels = ["happy", "sad"]
+    y = rng.integers(0, 2, 300)
+    pa = np.where(rng.random(300) < 0.7, y, 1 - y)
+    pb = np.where(rng.random(300) < 0.8, y, 1 - y)
+    files = [f"f{i:03d}" for i in range(300)]
+    c = compare_predictions(prediction_table(files, y, pa, labels), prediction_table(files, y, pb, labels), n_boot=999, seed=5)
+    ra, rb = (pa == y).astype(float), (pb == y).astype(float)
+    want = bootstrap((ra, rb), lambda a, b, axis: b.mean(axis) - a.mean(axis), paired=True, vectorized=True, n_resamples=999,
+                     method="BCa", random_state=np.random.default_rng(5)).confidence_interval
+    assert c.ci95 == pytest.approx((want.low, want.high))
+    assert c.ci95[0] < c.diff < c.ci95[1]
+    same = prediction_table(files, y, pa, labels)
+    assert compare_predictions(same, same).ci95 == (0.0, 0.0)  # no discordant image, no spread

@@ -5,7 +5,8 @@ _EXPORTS = {
     "EmotionDataset": "dataset", "PreparedData": "dataset", "Skipped": "dataset", "filter_labels": "dataset",
     "prepare_samples": "dataset", "read_image": "images", "Sample": "sources", "class_counts": "sources",
     "detect_format": "sources", "ferplus_target": "sources", "load_samples": "sources", "AugmentConfig": "transforms",
-    "eval_transform": "transforms", "train_transform": "transforms",
+    "eval_transform": "transforms", "train_transform": "transforms", "Preprocess": "transforms", "flip_tta": "transforms",
+    "mirror": "transforms",
 }
 
 __all__ = sorted(_EXPORTS)

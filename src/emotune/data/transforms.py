@@ -1,9 +1,10 @@
 """torchvision transforms v2 pipelines whose defaults suit face crops; sizes and mean/std come from the model."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torchvision.transforms import v2
 
@@ -21,13 +22,100 @@ class AugmentConfig:
     erasing: float = 0.25
 
 
-def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
-    return v2.Compose([
-        v2.ToImage(),
-        v2.Resize((size, size), antialias=True),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(list(mean), list(std)),
-    ])
+@dataclass(frozen=True)
+class Preprocess:
+    """The one way an image becomes the model's input, for evaluation and inference alike (built from the model card).
+
+    An image (PIL, or a numpy array as `Recognizer` crops are) is converted to the card's channels as PIL does (ITU-R
+    601 luma for grey), resampled to `source_size` (the face size of the training data, e.g. FER2013's 48 px) and then
+    to `input_size`, both with torchvision's bilinear+antialias resize on uint8 as training's transforms do, scaled to
+    [0, 1] and normalised. An image already `input_size` square is a finished crop and only normalised (so a crop that
+    `Recognizer.crop` resampled is not resampled twice)."""
+
+    input_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels: str = "rgb"
+    in_chans: int = 3
+    source_size: int = 0
+
+    @classmethod
+    def from_card(cls, card) -> "Preprocess":
+        return cls(card.input_size, tuple(card.mean), tuple(card.std), card.channels, card.in_chans, card.source_size or 0)
+
+    def pixels(self, image) -> torch.Tensor:
+        """One image as a uint8 C x H x W tensor in the card's channels. RGB uint8 arrays (Recognizer crops) take a
+        numpy path that is bit-identical to PIL's conversion (grey: PIL's integer ITU-R 601 luma); anything else goes
+        through PIL as a dataset image does."""
+        if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+            if self.channels in ("grayscale", "gray", "L"):
+                x = image.astype(np.uint32)
+                luma = (x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 0x8000) >> 16
+                return torch.from_numpy(luma.astype(np.uint8))[None]
+            return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        from PIL import Image
+        from torchvision.transforms.v2 import functional as F
+
+        from .images import image_from_array, normalize_mode
+
+        pil = normalize_mode(image, self.channels) if isinstance(image, Image.Image) else image_from_array(image, self.channels)
+        return F.pil_to_tensor(pil)
+
+    def resample(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (N x) C x H x W -> (N x) C x S x S: via source_size unless already S square (see the class doc)."""
+        from torchvision.transforms.v2 import functional as F
+
+        size, src = self.input_size, self.source_size
+        hw = tuple(x.shape[-2:])
+        if hw == (size, size):
+            return x
+        if src and hw != (src, src):
+            x = F.resize(x, [src, src], antialias=True)
+        return F.resize(x, [size, size], antialias=True)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (N x) C x S x S -> float32 in [0, 1], normalised; grey repeated if the model takes 3 channels."""
+        from torchvision.transforms.v2 import functional as F
+
+        if x.shape[-3] != self.in_chans:
+            x = x.expand(*x.shape[:-3], self.in_chans, *x.shape[-2:]) if x.shape[-3] == 1 else x[..., :1, :, :]
+        return F.normalize(F.to_dtype(x, torch.float32, scale=True), list(self.mean), list(self.std))
+
+    def __call__(self, image) -> torch.Tensor:
+        """One image (PIL, numpy array or uint8 tensor) -> float32 C x S x S tensor: the dataset transform."""
+        x = image if isinstance(image, torch.Tensor) else self.pixels(image)
+        return self.normalize(self.resample(x))
+
+    def batch(self, images: Sequence) -> np.ndarray:
+        """Images of any sizes -> normalised float32 N x C x S x S array, C-contiguous (what a backend takes).
+        Same-sized images are resampled together; the result is the same as calling this one by one."""
+        if not len(images):
+            return np.zeros((0, self.in_chans, self.input_size, self.input_size), np.float32)
+        px = [self.pixels(im) for im in images]
+        if len({tuple(p.shape) for p in px}) == 1:
+            x = self.resample(torch.stack(px))
+        else:
+            x = torch.stack([self.resample(p) for p in px])
+        return np.ascontiguousarray(self.normalize(x).numpy())
+
+
+def mirror(x):
+    """The horizontal mirror of an N x C x H x W batch (torch tensor or numpy array)."""
+    if isinstance(x, torch.Tensor):
+        return torch.flip(x, dims=[-1])
+    return np.ascontiguousarray(x[..., ::-1])
+
+
+def flip_tta(probs_fn: Callable, x):
+    """Test-time augmentation: the mean class PROBABILITIES of a batch and its mirror image (`probs_fn` maps a batch
+    to probabilities). Evaluation and inference both call this, so their TTA numbers agree."""
+    return (probs_fn(x) + probs_fn(mirror(x))) / 2
+
+
+def eval_transform(size: int, mean: Sequence[float], std: Sequence[float], source_size: int = 0) -> Preprocess:
+    """The evaluation transform for a PIL image already in the model's channels (channels follow len(mean))."""
+    grey = len(mean) == 1
+    return Preprocess(size, tuple(mean), tuple(std), "grayscale" if grey else "rgb", 1 if grey else 3, source_size)
 
 
 def train_transform(size: int, mean: Sequence[float], std: Sequence[float], aug: AugmentConfig = AugmentConfig()) -> v2.Compose:

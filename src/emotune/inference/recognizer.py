@@ -150,26 +150,21 @@ class Recognizer:
         return crop if src == size else cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR)
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """RGB uint8 crops -> normalised float32 N x C x S x S, grey or RGB as the model card says."""
-        x = np.stack(crops).astype(np.float32) / 255.0
-        if self.card.in_chans == 1:
-            x = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]  # ITU-R 601 luma, as PIL's "L"
-        x = (x - np.array(self.card.mean, np.float32)) / np.array(self.card.std, np.float32)
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        """RGB uint8 crops of any size -> normalised float32 N x C x S x S, by the model card's one `Preprocess`
+        (the same function `emotune evaluate` feeds its dataset through)."""
+        from ..data.transforms import Preprocess
+
+        return Preprocess.from_card(self.card).batch(crops)
 
     def classify(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """Class probabilities (N x classes) for RGB uint8 crops of any size (resized to the model's)."""
-        import cv2
-
-        size = self.card.input_size
-        crops = [c if c.shape[:2] == (size, size) else cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops]
+        """Class probabilities (N x classes) for RGB uint8 crops of any size (resampled as `preprocess` says)."""
         out = [self._run(self.preprocess(crops[i:i + self.batch_size])) for i in range(0, len(crops), self.batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        if not self.tta:
-            return self.backend(x)
-        return (self.backend(x) + self.backend(np.ascontiguousarray(x[..., ::-1]))) / 2
+        from ..data.transforms import flip_tta
+
+        return flip_tta(self.backend, x) if self.tta else self.backend(x)
 
     # ---- single images ------------------------------------------------------------------------------------------
     def _to_rgb(self, image: Any) -> np.ndarray:

@@ -32,6 +32,7 @@ from ..progress import progress
 from ..data import AugmentConfig, EmotionDataset, Skipped, eval_transform, filter_labels, load_samples, prepare_samples, train_transform
 from ..data.merge import load_merged, parse_sources, source_sample_weights
 from ..data.splits import holdout_split, stratified_subset
+from ..device import pick_device
 from ..errors import ConfigError
 from ..evaluate import Metrics, compute_metrics, plot_confusion, predict_probs
 from ..io import atomic_write, atomic_write_json, atomic_write_text
@@ -103,18 +104,6 @@ def barrier(dist: Dist) -> None:
         import torch.distributed as tdist
 
         tdist.barrier()
-
-
-def pick_device(name: str, dist: Dist | None = None) -> torch.device:
-    if dist is not None and dist.enabled:
-        on_gpu = torch.cuda.is_available() and (name == "auto" or name.startswith("cuda"))
-        return torch.device(f"cuda:{dist.local_rank}") if on_gpu else torch.device("cpu")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is available")
-    return dev
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
