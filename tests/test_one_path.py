@@ -75,7 +75,7 @@ def test_evaluate_and_classify_give_the_same_probabilities(crop_folder, tmp_path
 
 def test_preprocess_resamples_through_source_size():
     """A 130 px crop goes 130 -> 48 (source_size) -> 96 like the training faces; a 48 px one only 48 -> 96; an
-    input-size crop (already resampled by Recognizer.crop) is only normalised."""
+    input-size crop goes through 48 too (one rule for every image: Recognizer.crop hands over source-size crops)."""
     import torch
     from torchvision.transforms.v2 import functional as F
 
@@ -91,7 +91,9 @@ def test_preprocess_resamples_through_source_size():
     direct = ((F.resize(t, [96, 96], antialias=True).float() / 255 - 0.485) / 0.229)[0].numpy()
     assert np.abs(pre(big)[0].numpy() - direct).mean() > 0.01  # the source-size step is not skipped
     at_input = np.asarray(draw_face("sad", 96, np.random.default_rng(2)))
-    np.testing.assert_allclose(pre(at_input)[0].numpy(), (at_input / 255 - 0.485) / 0.229, atol=1e-5)
+    t96 = torch.from_numpy(at_input)[None]
+    via48 = F.resize(F.resize(t96, [48, 48], antialias=True), [96, 96], antialias=True).float() / 255
+    np.testing.assert_allclose(pre(at_input)[0].numpy(), ((via48 - 0.485) / 0.229)[0].numpy(), atol=1e-5)
     assert pre.batch([]).shape == (0, 1, 96, 96)
 
 
@@ -183,3 +185,19 @@ def test_render_table_markdown_and_text():
         render_table(["a", "b"], [["x"]])
     with pytest.raises(ValueError, match="'md' or 'text'"):
         render_table(["a"], [], fmt="html")
+
+
+def test_photo_path_crops_at_source_size_and_matches_classify():
+    """`predict` on a photo hands Recognizer.classify a source-size crop (48 px for the bundled model), so a face is
+    resampled once to the training faces' size and once to the input size, as `evaluate` does: predict's
+    probabilities equal classify's on that crop. (Before, crop resized to the input size first and preprocess then
+    skipped its own resampling, so photos took a path evaluate never takes.)"""
+    from emotune.faces import Face
+
+    rng = np.random.default_rng(5)
+    photo = np.asarray(draw_face("surprise", 150, rng).convert("RGB"))
+    rec = Recognizer(detector="none", backend="torch", device="cpu")
+    crop = rec.crop(photo, Face(box=(0.0, 0.0, 150.0, 150.0), score=1.0))
+    assert crop.shape == (48, 48, 3)
+    (face,) = rec.predict(photo)
+    np.testing.assert_allclose([face.probs[k] for k in rec.labels], rec.classify([crop])[0], atol=1e-6)

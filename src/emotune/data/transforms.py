@@ -29,8 +29,7 @@ class Preprocess:
     An image (PIL, or a numpy array as `Recognizer` crops are) is converted to the card's channels as PIL does (ITU-R
     601 luma for grey), resampled to `source_size` (the face size of the training data, e.g. FER2013's 48 px) and then
     to `input_size`, both with torchvision's bilinear+antialias resize on uint8 as training's transforms do, scaled to
-    [0, 1] and normalised. An image already `input_size` square is a finished crop and only normalised (so a crop that
-    `Recognizer.crop` resampled is not resampled twice)."""
+    [0, 1] and normalised. `Recognizer.crop` hands over its crop at `source_size`, so no photo path resamples twice."""
 
     input_size: int
     mean: tuple[float, ...]
@@ -62,16 +61,14 @@ class Preprocess:
         return F.pil_to_tensor(pil)
 
     def resample(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 (N x) C x H x W -> (N x) C x S x S: via source_size unless already S square (see the class doc)."""
+        """uint8 (N x) C x H x W -> (N x) C x S x S, through source_size first when the card has one, so a face of any
+        size reaches the model as the training faces did (each step is skipped when the size already matches)."""
         from torchvision.transforms.v2 import functional as F
 
-        size, src = self.input_size, self.source_size
-        hw = tuple(x.shape[-2:])
-        if hw == (size, size):
-            return x
-        if src and hw != (src, src):
-            x = F.resize(x, [src, src], antialias=True)
-        return F.resize(x, [size, size], antialias=True)
+        for side in (self.source_size, self.input_size):
+            if side and tuple(x.shape[-2:]) != (side, side):
+                x = F.resize(x, [side, side], antialias=True)
+        return x
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (N x) C x S x S -> float32 in [0, 1], normalised; grey repeated if the model takes 3 channels."""

@@ -138,16 +138,12 @@ class Recognizer:
 
     # ---- preprocessing and classification ---------------------------------------------------------------------
     def crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:
-        """The crop the model sees, as RGB uint8 (input_size square), framed as the model card says (the margin
-        and align options apply on top of the card's framing)."""
-        import cv2
-
-        size = self.card.input_size
+        """The face as RGB uint8, framed as the model card says (the margin and align options apply on top of the
+        card's framing), at the card's `source_size` (else `input_size`); `preprocess` does every resize after this.
+        Scene models take the whole image."""
         if self.scene:
-            return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-        src = self.card.source_size or size
-        crop = crop_face(rgb, face, src, self.margin, self.align, self.card.framing)
-        return crop if src == size else cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR)
+            return rgb
+        return crop_face(rgb, face, self.card.source_size or self.card.input_size, self.margin, self.align, self.card.framing)
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """RGB uint8 crops of any size -> normalised float32 N x C x S x S, by the model card's one `Preprocess`
