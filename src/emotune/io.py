@@ -127,12 +127,12 @@ def _probe_dir(folder: Path, what: str, shown: Path) -> None:
 
 class AtomicFile:
     """A temp file beside `path` that becomes `path` only on `commit()`, whole and fsynced; `discard()` leaves no trace.
-    Leftovers of killed writers of the same file are removed first."""
+    Its name carries this process's PID: a command that writes into a folder calls `remove_stale_temps` on it once, at
+    the start, to clear what killed runs left (not here: one scan per file would cost a folder scan per image)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(self.path.parent, self.path.name)
         fd, tmp = tempfile.mkstemp(prefix=temp_name(self.path.name) + "-", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
         self.tmp = Path(tmp)

@@ -272,6 +272,8 @@ class Recognizer:
                        every: int = 1, fps: float | None = None) -> pd.DataFrame:
         """One row per face for every image under a folder (recursive), plus rows for face-less and bad files; with
         `videos`, every video too (one row per face per processed frame, `every`/`fps` as in predict_video)."""
+        import cv2
+
         if not Path(path).is_dir():
             raise BadInputError(path, "not a folder (predict_folder takes a folder; predict takes one image)")
         files = collect_inputs([path], recursive)
@@ -282,6 +284,8 @@ class Recognizer:
                 rows += got or result_rows(str(video), [], self.labels, error=f"{video}: no frame could be decoded")
             except EmotuneError as exc:
                 rows += result_rows(str(video), [], self.labels, error=str(exc))
+            except (MemoryError, cv2.error) as exc:
+                rows += result_rows(str(video), [], self.labels, error=item_failure(exc))
         return self.frame_of(rows)
 
     def iter_video(self, source: str | Path | int, every: int = 1, fps: float | None = None, show: bool = False,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInputError
-from ..io import remove_stale_temps, temp_name
+from ..io import temp_name
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
@@ -102,8 +102,8 @@ def iter_frames(cap, info: VideoInfo, step: int = 1, max_failures: int = 25) -> 
 
 
 class VideoWriter:
-    """An annotated video written to a temporary file (`.<stem>.emotune-<pid>.partial.mp4`, removed by a later run if
-    this process is killed) and renamed into place when closed without error."""
+    """An annotated video written to a temporary file (`.<stem>.emotune-<pid>.partial.mp4`: if this process is killed,
+    `emotune.io.remove_stale_temps` recognises it) and renamed into place when closed without error."""
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int]):
         quiet_ffmpeg()
@@ -111,7 +111,6 @@ class VideoWriter:
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(self.path.parent, self.path.stem)
         self.tmp = self.path.with_name(f"{temp_name(self.path.stem)}.partial{self.path.suffix}")
         self._w = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
         if not self._w.isOpened():
