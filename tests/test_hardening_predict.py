@@ -333,7 +333,7 @@ def test_an_opencv_failure_in_a_video_is_an_error_row(card, tmp_path, capsys, mo
 
 # ----------------------------------------------------------------------- 9. the pixel limit is an option
 
-def test_max_pixels_option(card, tmp_path, capsys):
+def test_max_pixels_option(card, tmp_path, capsys, monkeypatch):
     img = _noise(tmp_path / "big.png", w=40, h=30)
     rc, out, err = run_cli(capsys, "predict", img, "--model", card, "--detector", "none", "--format", "csv",
                            "--max-pixels", 1000, "--no-progress")
@@ -342,6 +342,12 @@ def test_max_pixels_option(card, tmp_path, capsys):
                            "--max-pixels", 0, "--no-progress")
     assert rc == 0 and "too large" not in err
     assert run_cli(capsys, "predict", img, "--max-pixels", -5, "--format", "csv")[0] == 2
+    monkeypatch.setenv("EMOTUNE_MAX_PIXELS", "1000")
+    rc, out, err = run_cli(capsys, "predict", img, "--model", card, "--detector", "none", "--format", "csv", "--no-progress")
+    assert rc == 1 and "too large (40x30" in err
+    monkeypatch.setenv("EMOTUNE_MAX_PIXELS", "lots")
+    rc, out, err = run_cli(capsys, "predict", img, "--model", card, "--format", "csv")
+    assert rc == 2 and "EMOTUNE_MAX_PIXELS" in err
 
 
 # ----------------------------------------------------------------------- 10. every format Pillow opens is collected

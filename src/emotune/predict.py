@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import signal
 import sys
 import threading
@@ -15,7 +14,6 @@ from .inference.output import FORMATS, TableSink, annotate, plot_timeline, save_
 from .io import check_writable_dir, check_writable_file, remove_stale_temps
 
 DEFAULT_MAX_PIXELS = 200_000_000  # a 108 MP phone photo is fine; a 20000 x 20000 "bomb" PNG is not
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,7 +41,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true", help="average each face with its mirror image (2x classifier time)")
     p.add_argument("--no-align", action="store_true", help="square box crops instead of landmark alignment")
     p.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
-    p.add_argument("--max-pixels", type=int, default=int(os.environ.get("EMOTUNE_MAX_PIXELS", DEFAULT_MAX_PIXELS)),
+    p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse images with more pixels than this as possible decompression bombs (default: "
                         f"{DEFAULT_MAX_PIXELS:,} or $EMOTUNE_MAX_PIXELS; 0 = no limit). Large photos are shrunk for "
                         "detection, not refused")
@@ -71,19 +69,24 @@ def _unique(path: Path, used: set[Path]) -> Path:
 
 
 def _refuse_streams(paths: list[str]) -> None:
-    """stdin and URLs are not inputs: say so in one line (emotune never fetches anything)."""
+    """stdin and URLs are not inputs: say so in one line, before any work (emotune never fetches anything)."""
+    from .inference.recognizer import not_an_input
+
     for spec in paths:
-        if spec == "-" and not Path(spec).exists():
-            raise ConfigError("-: reading an image or video from stdin is not supported; save it to a file and pass its path")
-        if _URL.match(spec) and not Path(spec).exists():
-            raise ConfigError(f"{spec}: URLs are not inputs (emotune never downloads anything); download the file and "
-                              "pass its path")
+        if reason := not_an_input(spec):
+            raise ConfigError(f"{spec}: {reason}")
 
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Every place predict will write, checked before any model load or detection: a run must not lose a whole
-    video's results at the end because --output names a folder or a read-only place. Also removes the temp files
-    that killed runs left there."""
+    video's results at the end because --output names a folder or a read-only place. Also settles --max-pixels and
+    removes the temp files that killed runs left in the output folders."""
+    if args.max_pixels is None:
+        env = os.environ.get("EMOTUNE_MAX_PIXELS", "").strip()
+        try:
+            args.max_pixels = int(float(env)) if env else DEFAULT_MAX_PIXELS
+        except ValueError:
+            raise ConfigError(f"EMOTUNE_MAX_PIXELS={env!r}: give a pixel count, or 0 for no limit") from None
     if args.max_pixels < 0:
         raise ConfigError(f"--max-pixels {args.max_pixels}: give a pixel count, or 0 for no limit")
     if args.output:

@@ -374,6 +374,17 @@ def _link_problem(p: Path) -> str | None:
     return None
 
 
+def not_an_input(spec: str) -> str | None:
+    """Why `spec` names no file emotune will read: stdin ("-") and URLs (nothing is ever downloaded); else None."""
+    if Path(spec).exists():
+        return None
+    if spec == "-":
+        return "reading an image or video from stdin is not supported; save it to a file and pass its path"
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", spec):
+        return "URLs are not inputs (emotune never downloads anything); download the file and pass its path"
+    return None
+
+
 def collect_inputs(specs: Iterable[str | Path], recursive: bool = True) -> Inputs:
     """Expand files, folders (recursive) and glob patterns into image and video lists (sorted, de-duplicated).
 
@@ -402,10 +413,8 @@ def collect_inputs(specs: Iterable[str | Path], recursive: bool = True) -> Input
             add(p)  # an explicitly named file is tried whatever its extension: a bad one gets a clear error row
         elif problem := _link_problem(p):
             out.missing.append(f"{spec}: {problem}")
-        elif str(spec) == "-":
-            out.missing.append("-: stdin is not an input; save the image or video to a file and pass its path")
-        elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(spec)):
-            out.missing.append(f"{spec}: URLs are not inputs (nothing is downloaded); download the file and pass its path")
+        elif reason := not_an_input(str(spec)):
+            out.missing.append(f"{spec}: {reason}")
         elif any(ch in str(spec) for ch in "*?["):
             matches = sorted(Path(m) for m in glob.glob(str(spec), recursive=True) if Path(m).is_file())
             if not matches:
