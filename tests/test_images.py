@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -100,12 +102,31 @@ def test_decompression_bomb_header(tmp_path):
     _bad(p, "too large")
 
 
-def test_decompression_bomb_pillow_limit(tmp_path, monkeypatch):
-    """Pillow's own bomb warning (below our limit here) is also turned into a clean refusal."""
-    p = tmp_path / "bomb2.png"
+def test_pillow_global_limit_is_neither_changed_nor_used(tmp_path, monkeypatch):
+    """The limit is read_image's, per call: Pillow's global (which would refuse a 108 MP photo at its default) does not
+    apply, and reading restores it."""
+    p = tmp_path / "big2.png"
     Image.new("L", (40, 30)).save(p)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    _bad(p, "too large")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # as if 1000 were Pillow's default
+    assert read_image(p, max_pixels=2000).size == (40, 30)
+    assert Image.MAX_IMAGE_PIXELS == 1000
+    _bad(p, "too large", "--max-pixels", max_pixels=1000)
+    assert read_image(p, max_pixels=0).size == (40, 30)  # 0: no limit
+
+
+def test_importing_emotune_leaves_pillow_global_alone():
+    code = ("from PIL import Image; before = Image.MAX_IMAGE_PIXELS; import emotune.data.images, emotune.inference.recognizer; "
+            "assert Image.MAX_IMAGE_PIXELS == before, Image.MAX_IMAGE_PIXELS")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_108_megapixel_header_is_not_refused_under_the_predict_limit(tmp_path):
+    """A 12000 x 9000 PNG header (no pixel data: cheap) passes the 200 MP limit and fails later, on its missing data."""
+    p = tmp_path / "phone.png"
+    p.write_bytes(_png_header_only(12000, 9000))
+    err = _bad(p, "corrupt", max_pixels=200_000_000)
+    assert "too large" not in str(err)
+    _bad(p, "too large")  # read_image's own default (training data) is lower
 
 
 # ---------------------------------------------------------------- files that must work

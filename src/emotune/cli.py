@@ -93,6 +93,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("emotune: interrupted; a training run resumes with --resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`emotune predict ... | head`): stop quietly, like any Unix filter killed by SIGPIPE
+        _silence_stdout()
+        return 141
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush of a closed pipe prints no second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout replaced by an object without a file descriptor
+        pass
 
 
 if __name__ == "__main__":

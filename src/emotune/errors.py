@@ -27,3 +27,8 @@ class ConfigError(EmotuneError):
 
 class CheckpointError(EmotuneError):
     """A checkpoint or model card that is missing, corrupt or does not match its weights."""
+
+
+class OutputError(ConfigError):
+    """An output path that cannot be written (a folder where a file is wanted, a read-only place, /proc, a device):
+    found before any work, so that a long run never ends with nowhere to put its results."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -10,6 +11,9 @@ from pathlib import Path
 
 from .errors import BadInputError, ConfigError
 from .inference.output import FORMATS, TableSink, annotate, plot_timeline, save_image
+from .io import check_writable_dir, check_writable_file, remove_stale_temps
+
+DEFAULT_MAX_PIXELS = 200_000_000  # a 108 MP phone photo is fine; a 20000 x 20000 "bomb" PNG is not
 
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,6 +41,10 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true", help="average each face with its mirror image (2x classifier time)")
     p.add_argument("--no-align", action="store_true", help="square box crops instead of landmark alignment")
     p.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="refuse images with more pixels than this as possible decompression bombs (default: "
+                        f"{DEFAULT_MAX_PIXELS:,} or $EMOTUNE_MAX_PIXELS; 0 = no limit). Large photos are shrunk for "
+                        "detection, not refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -60,12 +68,45 @@ def _unique(path: Path, used: set[Path]) -> Path:
     return path
 
 
+def _refuse_streams(paths: list[str]) -> None:
+    """stdin and URLs are not inputs: say so in one line, before any work (emotune never fetches anything)."""
+    from .inference.recognizer import not_an_input
+
+    for spec in paths:
+        if reason := not_an_input(spec):
+            raise ConfigError(f"{spec}: {reason}")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every place predict will write, checked before any model load or detection: a run must not lose a whole
+    video's results at the end because --output names a folder or a read-only place. Also settles --max-pixels and
+    removes the temp files that killed runs left in the output folders."""
+    if args.max_pixels is None:
+        env = os.environ.get("EMOTUNE_MAX_PIXELS", "").strip()
+        try:
+            args.max_pixels = int(float(env)) if env else DEFAULT_MAX_PIXELS
+        except ValueError:
+            raise ConfigError(f"EMOTUNE_MAX_PIXELS={env!r}: give a pixel count, or 0 for no limit") from None
+    if args.max_pixels < 0:
+        raise ConfigError(f"--max-pixels {args.max_pixels}: give a pixel count, or 0 for no limit")
+    if args.output:
+        check_writable_file(args.output, "--output")
+    for opt in ("annotate", "timeline"):
+        if getattr(args, opt, None):
+            check_writable_dir(getattr(args, opt), f"--{opt}")
+    for folder in {Path(args.output).parent if args.output else None, *(Path(d) for d in (args.annotate, args.timeline) if d)}:
+        if folder is not None:
+            remove_stale_temps(folder)
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from .inference import Recognizer, collect_inputs
 
     if not args.paths and args.webcam is None:
         raise ConfigError("give at least one image, folder, glob or video (or --webcam INDEX)")
+    _refuse_streams(args.paths)
     fmt = _out_format(args)
+    check_outputs(args)
     inputs = collect_inputs(args.paths, recursive=not args.no_recursive)
     for m in inputs.missing:
         print(f"emotune: skipped {m}", file=sys.stderr)
@@ -74,7 +115,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to process: no image or video found in " + ", ".join(map(str, args.paths)))
     rec = Recognizer(args.model, args.detector, args.detector_model, args.device, args.backend, args.batch_size, args.margin,
                      not args.no_align, args.scene, args.det_max_side, args.min_score, tta=args.tta,
-                     video_det_max_side=args.video_det_max_side)
+                     video_det_max_side=args.video_det_max_side, max_pixels=args.max_pixels)
     ann = Path(args.annotate) if args.annotate else None
     timeline_dir = Path(args.timeline) if args.timeline else ann
     sink = TableSink(rec.frame_of, rec.labels, fmt, args.output, video=bool(sources))
@@ -112,8 +153,10 @@ def _sigterm_as_exit():
 def _predict_all(args: argparse.Namespace, rec, images: list, sources: list, sink: TableSink, ann: Path | None,
                  timeline_dir: Path | None) -> tuple[int, int]:
     """Images, then videos and the webcam, each result row handed to `sink` as soon as it exists."""
+    import cv2
     import pandas as pd
 
+    from .inference.recognizer import item_failure
     from .inference.video import VideoWriter, frame_step
 
     used: set[Path] = set()
@@ -151,16 +194,20 @@ def _predict_all(args: argparse.Namespace, rec, images: list, sources: list, sin
                         stem = f"webcam{src}" if isinstance(src, int) else Path(src).stem
                         writer = VideoWriter(_unique(ann / f"{stem}_emotune.mp4", used), info.fps / step, (w, h))
                     writer.write(annotate(item.rgb, rec.results(item), rec.labels))
-        except BadInputError as exc:
-            failed += 1
-            print(f"emotune: skipped {exc.where}: {exc.problem}", file=sys.stderr)
-            sink.add(rec.rows(_error_item(str(src), exc.problem)))
-            if writer is not None:
-                writer.close(ok=False)
-            continue
         except KeyboardInterrupt:
-            if not isinstance(src, int):
+            if not isinstance(src, int):  # a webcam session ends with Ctrl-C: keep what it saw
+                _discard(writer)
                 raise
+        except (BadInputError, MemoryError, cv2.error) as exc:
+            _discard(writer)
+            problem = exc.problem if isinstance(exc, BadInputError) else item_failure(exc)
+            failed += 1
+            print(f"emotune: skipped {exc.where if isinstance(exc, BadInputError) else src}: {problem}", file=sys.stderr)
+            sink.add(rec.rows(_error_item(str(src), problem)))
+            continue
+        except BaseException:  # SIGTERM, a full disk, a bug: no half-written video left behind either
+            _discard(writer)
+            raise
         if writer is not None:
             writer.close()
         info = info_out[0]
@@ -178,6 +225,11 @@ def _predict_all(args: argparse.Namespace, rec, images: list, sources: list, sin
             plot_timeline(pd.DataFrame(timeline, columns=timeline_cols), rec.labels,
                           _unique(timeline_dir / f"{stem}_timeline.png", used), str(src))
     return ok, failed
+
+
+def _discard(writer) -> None:
+    if writer is not None:
+        writer.close(ok=False)
 
 
 def _error_item(name: str, problem: str):

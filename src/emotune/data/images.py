@@ -1,7 +1,9 @@
 """Robust image reading: every odd file a user has becomes a clean PIL image or a clear BadInputError."""
 from __future__ import annotations
 
-import warnings
+import contextlib
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +11,25 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import BadInputError
 
-# Refuse decompression bombs early (PIL's own limit warns at ~89 Mpx and fails at twice that).
+# Images with more pixels than this are refused before decoding, as possible decompression bombs: the default of
+# read_image (training and evaluation data are small); `emotune predict --max-pixels` passes its own (200 MP).
 MAX_PIXELS = 64_000_000
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS * 2
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pillow_limit_lifted() -> Iterator[None]:
+    """Pillow's own bomb check reads the global `Image.MAX_IMAGE_PIXELS` (a warning at ~89 MP, an error at twice
+    that) during open, seek and load. emotune checks `img.size` against its per-call limit before decoding instead,
+    so Pillow's is lifted only for the duration of one read (under a lock) and restored: importing emotune changes
+    no global, and a 108 MP photo is not refused below the caller's limit."""
+    with _PIL_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -40,8 +58,12 @@ def normalize_mode(img: Image.Image, channels: str = "rgb") -> Image.Image:
     return img if img.mode == want else img.convert(want)
 
 
-def read_image(path: str | Path, channels: str = "rgb") -> Image.Image:
-    """Open, EXIF-rotate, decode fully and convert an image; raise BadInputError naming the file."""
+def read_image(path: str | Path, channels: str = "rgb", max_pixels: int | None = None) -> Image.Image:
+    """Open, EXIF-rotate, decode fully (once) and convert an image; raise BadInputError naming the file.
+
+    `max_pixels`: refuse larger images, checked from the header before any decoding (None: MAX_PIXELS; 0: no limit).
+    """
+    limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
     path = Path(path)
     if not path.exists():
         raise BadInputError(path, "file not found")
@@ -50,25 +72,22 @@ def read_image(path: str | Path, channels: str = "rgb") -> Image.Image:
     if path.stat().st_size == 0:
         raise BadInputError(path, "empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                w, h = img.size
-                if w * h > MAX_PIXELS:
-                    raise BadInputError(path, f"image too large ({w}x{h} = {w * h:,} pixels > {MAX_PIXELS:,}); refusing a possible decompression bomb")
-                if w < 1 or h < 1:
-                    raise BadInputError(path, f"image has no pixels ({w}x{h})")
-                if getattr(img, "n_frames", 1) > 1:
-                    img.seek(0)  # animated GIF/PNG/WebP: use the first frame
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                return normalize_mode(img, channels)
+        with _pillow_limit_lifted(), Image.open(path) as img:
+            w, h = img.size
+            if limit and w * h > limit:
+                raise BadInputError(path, f"image too large ({w}x{h} = {w * h:,} pixels > {limit:,}); refusing a possible "
+                                          "decompression bomb (predict --max-pixels raises the limit, 0 removes it)")
+            if w < 1 or h < 1:
+                raise BadInputError(path, f"image has no pixels ({w}x{h})")
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)  # animated GIF/PNG/WebP: use the first frame
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return normalize_mode(img, channels)
     except BadInputError:
         raise
     except UnidentifiedImageError:
         raise BadInputError(path, "not an image, or a format Pillow cannot read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadInputError(path, f"image too large, refused as a possible decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadInputError(path, f"corrupt or truncated image data ({exc})") from None
 

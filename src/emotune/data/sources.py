@@ -18,7 +18,20 @@ import numpy as np
 from ..errors import BadInputError, LabelError
 from ..taxonomy import FER2013_CODES, FERPLUS_COLUMNS, canonical_label
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+def _image_extensions() -> frozenset[str]:
+    """The file extensions of every format this Pillow can open (.avif with Pillow >= 11.3, .heic/.heif once a plugin
+    such as pillow-heif has registered itself), less stubs that need a handler emotune never installs (BUFR, GRIB,
+    HDF5, WMF), MPEG (a video, read by OpenCV) and PostScript (documents that need Ghostscript)."""
+    from PIL import Image, ImageFile
+
+    Image.init()
+    skip = {"MPEG", "EPS"}
+    openable = {fmt for fmt, (factory, _) in Image.OPEN.items()
+                if fmt not in skip and not (isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile))}
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in openable)
+
+
+IMAGE_EXTENSIONS = _image_extensions()
 SUBJECT_PATTERN = r"^(S\d{3})_"  # CK+: S010_004_00000017.png
 FERPLUS_MODES = ("majority", "probability", "multi_target")
 FER2013_USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}

@@ -4,8 +4,10 @@ Both return class probabilities as float32 numpy arrays, so the rest of the pipe
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +96,26 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EMOTUNE_CACHE", Path.home() / ".cache" / "emotune"))
 
 
+def _safe_name(text: str, limit: int = 64) -> str:
+    """A file-name-safe form of a card's backbone: no separators, no `..`, not hidden; an ensemble's long
+    "a+b+c..." becomes "ensemble"."""
+    name = re.sub(r"[^A-Za-z0-9_+.-]+", "_", text).strip("._-") or "model"
+    name = re.sub(r"\.{2,}", ".", name)
+    return name if len(name) <= limit else "ensemble"
+
+
+def onnx_cache_key(card: ModelCard) -> str:
+    """A hash of everything that shapes the exported graph: the whole card (input size, channels, head, ensemble
+    members...) as canonical JSON, the weights' sha256, the opset and the exporting PyTorch."""
+    canonical = json.dumps(card.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+    material = "\n".join([canonical, card.sha256 or "nohash", f"opset{ONNX_OPSET}", f"torch{torch.__version__}"])
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:20]
+
+
 def onnx_cache_path(card: ModelCard) -> Path:
-    """Where the ONNX export of a card's weights lives in the emotune cache (keyed by the weights' sha256)."""
-    key = (card.sha256 or "nohash")[:16]
-    name = card.backbone if len(card.backbone) <= 64 else "ensemble"  # an ensemble's "a+b+c..." can be long
-    return cache_dir() / "onnx" / f"{name}-{key}-opset{ONNX_OPSET}.onnx"
+    """Where the ONNX export of a card's model lives in the emotune cache: always inside `cache_dir()/onnx`, named by
+    the (sanitised) backbone and keyed by `onnx_cache_key`, so a card that changes reuses no stale export."""
+    return cache_dir() / "onnx" / f"{_safe_name(card.backbone)}-{onnx_cache_key(card)}-opset{ONNX_OPSET}.onnx"
 
 
 def cached_onnx(make_model, card: ModelCard) -> Path:

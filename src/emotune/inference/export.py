@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ..errors import EmotuneError
+from ..io import check_writable_file, remove_stale_temps
 from ..models import load_checkpoint, read_card
 from .backend import OnnxBackend, TorchBackend, export_onnx
 from .recognizer import default_model_path
@@ -37,7 +38,10 @@ def export_and_check(model_spec: str | None, output: str | Path, samples: int = 
     output = Path(output)
     if output.suffix != ".onnx":
         raise EmotuneError(f"--output {output}: the file name must end in .onnx")
+    check_writable_file(output, "--output")  # before loading and exporting, not after
+    check_writable_file(output.with_suffix(".json"), "--output card")
     _refuse_foreign_card(output)
+    remove_stale_temps(output.parent)
     model, card = load_checkpoint(default_model_path() if model_spec in (None, "", "default") else model_spec)
     path = export_onnx(model, card, output)
     return path, parity(model, path, card.in_chans, card.input_size, samples)

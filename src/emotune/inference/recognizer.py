@@ -8,9 +8,12 @@
 """
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import logging
+import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -120,7 +123,7 @@ class Recognizer:
     def __init__(self, model: str | Path | None = None, detector: str = DEFAULT_DETECTOR, detector_model: str | Path | None = None,
                  device: str = "auto", backend: str = "auto", batch_size: int = 32, margin: float = 1.0, align: bool = True,
                  scene: bool = False, det_max_side: int = 640, min_score: float = 0.6, threads: int = 0, tta: bool = False,
-                 video_det_max_side: int = 320):
+                 video_det_max_side: int = 320, max_pixels: int | None = None):
         if batch_size < 1:
             raise ConfigError("batch_size must be at least 1")
         if not 0.5 <= margin <= 3.0:
@@ -135,6 +138,7 @@ class Recognizer:
         # video frames are detected smaller: 4x less detector time, and video faces are rarely tiny (docs/faces.md)
         self.video_det_max_side = video_det_max_side
         self.tta = tta  # average with the mirrored face: steadier probabilities for twice the classifier time
+        self.max_pixels = max_pixels  # image files above this are refused as possible bombs (None: read_image's, 0: none)
 
     # ---- preprocessing and classification ---------------------------------------------------------------------
     def crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:
@@ -167,7 +171,7 @@ class Recognizer:
         from PIL import Image
 
         if isinstance(image, (str, Path)):
-            return np.asarray(read_image(image, "rgb"))
+            return np.asarray(read_image(image, "rgb", max_pixels=self.max_pixels))
         if isinstance(image, Image.Image):
             from ..data.images import normalize_mode
 
@@ -237,14 +241,19 @@ class Recognizer:
 
     def iter_images(self, paths: Iterable[str | Path], show: bool = False, keep_rgb: bool = False) -> Iterator[_Item]:
         """Detected and classified items for image files; a bad file becomes an item with `error` set."""
+        import cv2
+
         paths = list(paths)
 
         def produce() -> Iterator[_Item]:
             for p in progress(paths, show, desc="images", unit="img"):
                 try:
-                    yield self._detect(_Item(str(p), rgb=self._to_rgb(p)))
+                    item = self._detect(_Item(str(p), rgb=self._to_rgb(p)))
                 except BadInputError as exc:
-                    yield _Item(str(p), error=exc.problem)
+                    item = _Item(str(p), error=exc.problem)
+                except (MemoryError, cv2.error) as exc:  # one huge or odd file must not end a folder of thousands
+                    item = _Item(str(p), error=item_failure(exc))
+                yield item
 
         for item in self._batched(produce()):
             if not keep_rgb:
@@ -255,6 +264,8 @@ class Recognizer:
                        every: int = 1, fps: float | None = None) -> pd.DataFrame:
         """One row per face for every image under a folder (recursive), plus rows for face-less and bad files; with
         `videos`, every video too (one row per face per processed frame, `every`/`fps` as in predict_video)."""
+        import cv2
+
         if not Path(path).is_dir():
             raise BadInputError(path, "not a folder (predict_folder takes a folder; predict takes one image)")
         files = collect_inputs([path], recursive)
@@ -265,6 +276,8 @@ class Recognizer:
                 rows += got or result_rows(str(video), [], self.labels, error=f"{video}: no frame could be decoded")
             except EmotuneError as exc:
                 rows += result_rows(str(video), [], self.labels, error=str(exc))
+            except (MemoryError, cv2.error) as exc:
+                rows += result_rows(str(video), [], self.labels, error=item_failure(exc))
         return self.frame_of(rows)
 
     def iter_video(self, source: str | Path | int, every: int = 1, fps: float | None = None, show: bool = False,
@@ -303,6 +316,16 @@ class Recognizer:
         return self.frame_of([r for item in self.iter_video(source, every, fps, show) for r in self.rows(item)])
 
 
+def item_failure(exc: BaseException) -> str:
+    """One line for an OpenCV or memory failure on one image or video (cv2.error messages span several lines)."""
+    if isinstance(exc, MemoryError):
+        return "out of memory while decoding or detecting (try a smaller --det-max-side, or shrink the file)"
+    text = str(exc)
+    msg = next((ln.split("error:", 1)[1].strip() for ln in text.splitlines() if "error:" in ln), "")
+    msg = msg or " ".join(text.split())[:200]
+    return f"OpenCV failed on it ({msg})"
+
+
 def result_rows(file: str, results: list[FaceResult], labels: list[str], frame: int | None = None, time: float | None = None,
                 error: str | None = None) -> list[dict[str, Any]]:
     """The table rows of one image or frame: one per face, or one empty row when there is no face (or an error)."""
@@ -326,10 +349,42 @@ class Inputs:
     missing: list[str] = field(default_factory=list)
 
 
+def _link_problem(p: Path) -> str | None:
+    """Why a symlink cannot be read ("broken symlink" or "symlink loop"), or None when it is not a bad link."""
+    if not p.is_symlink():
+        return None
+    try:
+        os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop (it points, through links, back to itself)"
+        try:
+            target = os.readlink(p)
+        except OSError:
+            target = "?"
+        return f"broken symlink (its target {target} does not exist)"
+    return None
+
+
+def not_an_input(spec: str) -> str | None:
+    """Why `spec` names no file emotune will read: stdin ("-") and URLs (nothing is ever downloaded); else None."""
+    if Path(spec).exists():
+        return None
+    if spec == "-":
+        return "reading an image or video from stdin is not supported; save it to a file and pass its path"
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", spec):
+        return "URLs are not inputs (emotune never downloads anything); download the file and pass its path"
+    return None
+
+
 def collect_inputs(specs: Iterable[str | Path], recursive: bool = True) -> Inputs:
-    """Expand files, folders (recursive) and glob patterns into image and video lists (sorted, de-duplicated)."""
+    """Expand files, folders (recursive) and glob patterns into image and video lists (sorted, de-duplicated).
+
+    What cannot be an input goes to `missing` with the reason: a path that does not exist, a broken symlink or a
+    symlink loop (in a folder too, when its name has an image or video extension), stdin ("-") and URLs."""
     out = Inputs()
     seen: set[Path] = set()
+    wanted = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 
     def add(p: Path) -> None:
         if p in seen:
@@ -341,11 +396,17 @@ def collect_inputs(specs: Iterable[str | Path], recursive: bool = True) -> Input
         p = Path(spec)
         if p.is_dir():
             it = p.rglob("*") if recursive else p.glob("*")
-            for f in sorted(x for x in it if x.is_file() and not x.name.startswith(".")):
-                if f.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS:
+            for f in sorted(x for x in it if not x.name.startswith(".") and x.suffix.lower() in wanted):
+                if f.is_file():
                     add(f)
+                elif problem := _link_problem(f):
+                    out.missing.append(f"{f}: {problem}")
         elif p.exists():
             add(p)  # an explicitly named file is tried whatever its extension: a bad one gets a clear error row
+        elif problem := _link_problem(p):
+            out.missing.append(f"{spec}: {problem}")
+        elif reason := not_an_input(str(spec)):
+            out.missing.append(f"{spec}: {reason}")
         elif any(ch in str(spec) for ch in "*?["):
             matches = sorted(Path(m) for m in glob.glob(str(spec), recursive=True) if Path(m).is_file())
             if not matches:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInputError
+from ..io import temp_name
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
@@ -26,8 +27,17 @@ class VideoInfo:
     problems: list[str] = field(default_factory=list)
 
 
+def quiet_ffmpeg() -> None:
+    """Keep FFmpeg's per-packet complaints ("partial file", "header damaged", one line per broken frame) off the
+    terminal: `iter_frames` counts broken frames and predict says so once per video. OpenCV reads
+    OPENCV_FFMPEG_LOGLEVEL once, when it first opens a video, so this runs before every open (it is a no-op after the
+    first) and keeps a level the user set. AV_LOG_FATAL (8): only errors that end the program are shown."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
+
+
 def open_video(source: str | Path | int):
     """An opened cv2.VideoCapture and its VideoInfo; a clear BadInputError when it cannot be read."""
+    quiet_ffmpeg()
     import cv2
 
     where = f"webcam {source}" if isinstance(source, int) else str(source)
@@ -92,16 +102,20 @@ def iter_frames(cap, info: VideoInfo, step: int = 1, max_failures: int = 25) -> 
 
 
 class VideoWriter:
-    """An annotated video written to a temporary file and renamed into place when closed without error."""
+    """An annotated video written to a temporary file (`.<stem>.emotune-<pid>.partial.mp4`: if this process is killed,
+    `emotune.io.remove_stale_temps` recognises it) and renamed into place when closed without error."""
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int]):
+        quiet_ffmpeg()
         import cv2
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.tmp = self.path.with_name(f"{temp_name(self.path.stem)}.partial{self.path.suffix}")
         self._w = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
         if not self._w.isOpened():
+            self._w.release()
+            self.tmp.unlink(missing_ok=True)
             raise BadInputError(self.path, "cannot open a video writer (codec mp4v) here")
 
     def write(self, rgb: np.ndarray) -> None:
@@ -111,7 +125,8 @@ class VideoWriter:
 
     def close(self, ok: bool = True) -> None:
         self._w.release()
-        if ok:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+        try:
+            if ok:
+                os.replace(self.tmp, self.path)
+        finally:
+            self.tmp.unlink(missing_ok=True)  # gone already after a successful rename
