@@ -7,19 +7,16 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_write
+from ..plotting import new_figure
 from .metrics import Metrics
 
 
 def plot_confusion(metrics: Metrics, path: str | Path, normalize: bool = True, title: str = "") -> Path:
     """Confusion-matrix PNG (row-normalised: each row shows recall per true class)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     cm = np.asarray(metrics.confusion, dtype=float)
     shown = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
     k = len(metrics.labels)
-    fig = Figure(figsize=(1.0 + 0.8 * k, 0.8 + 0.75 * k), dpi=120)
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(1.0 + 0.8 * k, 0.8 + 0.75 * k), dpi=120)
     ax = fig.subplots()
     ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
     for i in range(k):

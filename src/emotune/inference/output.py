@@ -173,18 +173,15 @@ def save_image(rgb: np.ndarray, path: str | Path) -> Path:
 
 def plot_timeline(df: pd.DataFrame, labels: list[str], path: str | Path, title: str = "") -> Path | None:
     """Class probabilities over time, one panel per track; None when the video had no face."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plotting import new_figure
 
     faces = df[df["label"].notna()]
     if faces.empty:
         return None
     tracks = sorted(faces["track"].dropna().unique().tolist())
     tracks = tracks[:8]  # more panels become unreadable; the table has them all
-    fig, axes = plt.subplots(len(tracks), 1, figsize=(10, 2.0 * len(tracks) + 1.0), sharex=True, squeeze=False,
-                             layout="constrained")
+    fig = new_figure(figsize=(10, 2.0 * len(tracks) + 1.0), layout="constrained")
+    axes = fig.subplots(len(tracks), 1, sharex=True, squeeze=False)
     for ax, t in zip(axes[:, 0], tracks):
         sub = faces[faces["track"] == t]
         for i, c in enumerate(labels):
@@ -198,5 +195,4 @@ def plot_timeline(df: pd.DataFrame, labels: list[str], path: str | Path, title: 
         fig.suptitle(title, fontsize=10)
     path = Path(path)
     atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
-    plt.close(fig)
     return path
