@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..data.sources import SUBJECT_PATTERN, Sample, load_manifest, load_samples
+from ..data.splits import sklearn_notes
 from ..errors import BadInputError, ConfigError
 from ..io import atomic_write_json, atomic_write_text
 from ..taxonomy import resolve_labels
@@ -40,10 +41,11 @@ if TYPE_CHECKING:
 
 
 def train(cfg: TrainConfig):
-    """The training engine, imported on first use (it loads torch); tests replace this name."""
+    """The training engine, imported on first use (it loads torch); tests replace this name. Skipped images are named
+    by `run_fold`, once per cross-validation rather than once per fold."""
     from ..train.engine import train as run
 
-    return run(cfg)
+    return run(cfg, report_skipped=False)
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1"}
@@ -139,8 +141,9 @@ def assign_folds(samples: Sequence[Sample], folds: int | str = 5, group_by: str 
         splitter = (StratifiedKFold if stratify else KFold)(n_splits=folds, shuffle=True, random_state=seed)
     fold_of = np.zeros(n, dtype=int)
     try:
-        for i, (_, test) in enumerate(splitter.split(idx, y, groups)):
-            fold_of[test] = i + 1
+        with sklearn_notes():
+            for i, (_, test) in enumerate(splitter.split(idx, y, groups)):
+                fold_of[test] = i + 1
     except ValueError as exc:
         raise ConfigError(f"cannot split {n} images into {folds} folds: {exc}") from None
     k = int(fold_of.max())
@@ -270,7 +273,8 @@ def metrics_from_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[
     y_pred = np.repeat(np.tile(np.arange(len(labels)), len(labels)), cm.ravel())
     from ..evaluate import compute_metrics
 
-    return compute_metrics(y_true, y_pred, labels)
+    with sklearn_notes():
+        return compute_metrics(y_true, y_pred, labels)
 
 
 @dataclass
@@ -418,8 +422,10 @@ def fold_config(cfg: TrainConfig, data: Path, out: Path, labels: Sequence[str], 
 
 
 def run_fold(cfg: TrainConfig, fold: int, samples: Sequence[Sample], fold_of: Sequence[int], labels: Sequence[str],
-             out: Path) -> FoldResult:
-    """Train on the other folds, score the best checkpoint on this fold; any exception becomes a 'failed' result."""
+             out: Path, reported: set[str] | None = None) -> FoldResult:
+    """Train on the other folds, score the best checkpoint on this fold; any exception becomes a 'failed' result.
+
+    Skipped bad images are named on stderr unless in `reported` (those named by an earlier fold), which grows."""
     fdir = out / f"fold_{fold}"
     test = [s for s, f in zip(samples, fold_of) if f == fold]
     res = FoldResult(fold, "failed", len(samples) - len(test), len(test), len({s.subject for s in test if s.subject}),
@@ -430,9 +436,13 @@ def run_fold(cfg: TrainConfig, fold: int, samples: Sequence[Sample], fold_of: Se
         atomic_write_text(split_csv, _csv_text(["path", "label", "subject", "split"], _split_rows(samples, fold_of, fold)))
         tr = train(fold_config(cfg, split_csv, fdir, labels, "train"))
         from ..evaluate import evaluate_dataset
+        from ..train.engine import Skipped, print_skipped
 
-        rep = evaluate_dataset(fdir, split_csv, "manifest", split="test", batch_size=cfg.batch_size, tta=cfg.tta,
-                               on_bad=cfg.on_bad, workers=cfg.workers, device=cfg.device, progress=cfg.progress)
+        print_skipped(list(getattr(tr, "skipped", [])), reported if reported is not None else set())
+        with sklearn_notes():
+            rep = evaluate_dataset(fdir, split_csv, "manifest", split="test", batch_size=cfg.batch_size, tta=cfg.tta,
+                                   on_bad=cfg.on_bad, workers=cfg.workers, device=cfg.device, progress=cfg.progress)
+        print_skipped([Skipped(s["where"], s["problem"]) for s in rep.skipped], reported if reported is not None else set())
         atomic_write_json(fdir / "test.json", rep.to_dict())
         m = rep.metrics
         res.status, res.best_epoch = "ok", tr.best_epoch
@@ -466,7 +476,7 @@ def load_done_fold(out: Path, fold: int) -> FoldResult | None:
     return res if res.ok else None
 
 
-def run_final(cfg: TrainConfig, out: Path, labels: Sequence[str]) -> dict[str, Any]:
+def run_final(cfg: TrainConfig, out: Path, labels: Sequence[str], reported: set[str] | None = None) -> dict[str, Any]:
     """Train one model on every image (folds.csv) into DIR/final, with the same hold-out model selection."""
     fdir = out / "final"
     if cfg.resume and (fdir / "summary.json").is_file():
@@ -474,6 +484,9 @@ def run_final(cfg: TrainConfig, out: Path, labels: Sequence[str]) -> dict[str, A
         return {"status": "ok", "run_dir": str(fdir), "best_epoch": s.get("best_epoch"), "best": s.get("best", {})}
     try:
         tr = train(fold_config(cfg, out / FOLDS_FILE, fdir, labels, None))
+        from ..train.engine import print_skipped
+
+        print_skipped(list(getattr(tr, "skipped", [])), reported if reported is not None else set())
         return {"status": "ok", "run_dir": str(fdir), "best_epoch": tr.best_epoch, "best": tr.best_metrics}
     except Exception as exc:
         return {"status": "failed", "run_dir": str(fdir), "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
@@ -481,6 +494,9 @@ def run_final(cfg: TrainConfig, out: Path, labels: Sequence[str]) -> dict[str, A
 
 def _check_out(out: Path, resume: bool, folds_file: Path | None) -> Path | None:
     """Refuse to mix two runs in one folder; with --resume the folder's own folds.csv is the assignment."""
+    from ..train.config import _check_out_dir
+
+    _check_out_dir(out)
     held = (out / "cv.json").is_file() or any(out.glob("fold_*/fold.json")) or any(out.glob("fold_*/train_state.safetensors"))
     if held and not resume:
         raise ConfigError(f"{out} already holds a cross-validation run; pass --resume to continue it or choose another --out")
@@ -537,6 +553,9 @@ def run_cv(cfg: TrainConfig, folds: int | str | None = None, group_by: str | Non
         crossing = crossing_subjects(samples, fold_of)
         if crossing:
             raise ConfigError(f"subjects {crossing[:5]} have images in more than one fold; not a subject-grouped assignment")
+    from ..train.config import check_model_choice
+
+    check_model_choice(cfg.backbone, cfg.pretrained)  # before the folder is made: every fold would fail alike
     out.mkdir(parents=True, exist_ok=True)
     if source is None or source.resolve() != (out / FOLDS_FILE).resolve():
         write_folds_csv(out / FOLDS_FILE, samples, fold_of)
@@ -544,16 +563,17 @@ def run_cv(cfg: TrainConfig, folds: int | str | None = None, group_by: str | Non
     result = CVResult(str(out), k, scheme, group_by or "none", stratify, cfg.seed, list(labels), len(samples),
                       len({s.subject for s in samples if s.subject}), cfg.backbone, _data_name(cfg), [], config=cfg.to_dict())
     print(f"cv: {len(samples)} images, {result.subjects} subjects, {k} folds ({scheme}) -> {out / FOLDS_FILE}", flush=True)
+    reported: set[str] = set()  # skipped images named so far: each bad file once, not once per fold
     for fold in range(1, k + 1):
         done = load_done_fold(out, fold) if cfg.resume else None
         if done is not None:
             prune_fold(out / f"fold_{fold}")  # folds scored before pruning existed
-        res = done or run_fold(cfg, fold, samples, fold_of, labels, out)
+        res = done or run_fold(cfg, fold, samples, fold_of, labels, out, reported)
         result.folds.append(res)
         print(_fold_line(res, k, skipped=done is not None), flush=True)
         write_reports(result.update(), plot=False)
     if final:
-        result.final = run_final(cfg, out, labels)
+        result.final = run_final(cfg, out, labels, reported)
         fin = result.final
         print(f"final: {fin['run_dir']}  " + (f"best epoch {fin['best_epoch']}" if fin["status"] == "ok" else f"FAILED {fin['error']}"), flush=True)
     result.complete = True
