@@ -136,6 +136,10 @@ def test_cascade_records_an_unexpected_failure_and_marks_later_stages_not_run(tm
     assert [s["status"] for s in report["stages"]] == ["failed", "not run"]
     assert report["stages"][0]["error"].startswith("RuntimeError: CUDA out of memory")
     assert "not run" in (out / "cascade.md").read_text()
+    afile = tmp_path / "a_file"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):  # --out naming a file: refused before any stage runs
+        run_cascade_command(p.parse_args(["--config", str(spec), "--out", str(afile)]))
 
 
 @pytest.mark.parametrize("name", ["../escape", "/abs/path", "a/b", "..", "", "a\\b"])
