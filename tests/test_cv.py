@@ -188,7 +188,7 @@ def test_mean_std_and_pooled_confusion_match_the_folds(cv_run):
 
 def test_folds_file_reuse_gives_the_identical_assignment(cv_run, tmp_path, monkeypatch):
     out, _, _ = cv_run
-    monkeypatch.setattr(cv, "train", lambda cfg: (_ for _ in ()).throw(RuntimeError("no training in this test")))
+    monkeypatch.setattr(cv.runner, "train", lambda cfg: (_ for _ in ()).throw(RuntimeError("no training in this test")))
     rc = run_cv_command(cv_args("--folds-file", str(out / "folds.csv"), "--folds", "3", "--group-by", "subject",
                                 "--out", str(tmp_path / "again"), *FAST))
     assert rc == 1  # every fold failed (by design here), but the assignment was written
@@ -198,7 +198,7 @@ def test_folds_file_reuse_gives_the_identical_assignment(cv_run, tmp_path, monke
 
 
 def test_failing_fold_is_reported_and_resume_reruns_only_it(faces, tmp_path, monkeypatch):
-    real_train = cv.train
+    real_train = cv.runner.train
     calls: list[tuple[str, bool]] = []
 
     def flaky(cfg):
@@ -208,7 +208,7 @@ def test_failing_fold_is_reported_and_resume_reruns_only_it(faces, tmp_path, mon
             raise RuntimeError("disk on fire")  # after its epochs: the fold's training state exists
         return res
 
-    monkeypatch.setattr(cv, "train", flaky)
+    monkeypatch.setattr(cv.runner, "train", flaky)
     cfg = make_config({**FAST_CFG, "data": str(faces), "out": str(tmp_path / "cv")})
     res = run_cv(cfg, 3, "subject", stratify=True)
     assert [f.status for f in res.folds] == ["ok", "failed", "ok"]
@@ -220,7 +220,7 @@ def test_failing_fold_is_reported_and_resume_reruns_only_it(faces, tmp_path, mon
     assert "disk on fire" in (tmp_path / "cv" / "cv.md").read_text()
 
     calls.clear()
-    monkeypatch.setattr(cv, "train", lambda c: (calls.append((Path(c.out).name, c.resume)), real_train(c))[1])
+    monkeypatch.setattr(cv.runner, "train", lambda c: (calls.append((Path(c.out).name, c.resume)), real_train(c))[1])
     res2 = run_cv(make_config({**FAST_CFG, "data": str(faces), "out": str(tmp_path / "cv"), "resume": True}), 3, "subject", stratify=True)
     assert calls == [("fold_2", True)]  # done folds skipped; the failed fold resumes its interrupted training
     assert [f.status for f in res2.folds] == ["ok", "ok", "ok"]
@@ -270,8 +270,8 @@ def test_merged_sources_join_every_folds_training_side(faces, tmp_path, monkeypa
     extra = make_synthetic_dataset(tmp_path / "extra", per_class=6, size=32, seed=8)
     (extra / "neutral").rename(extra / "fear")  # a class only the extra source has
     seen = []
-    real_train = cv.train
-    monkeypatch.setattr(cv, "train", lambda c: (seen.append(c), real_train(c))[1])
+    real_train = cv.runner.train
+    monkeypatch.setattr(cv.runner, "train", lambda c: (seen.append(c), real_train(c))[1])
     cfg = make_config({**FAST_CFG, "out": str(tmp_path / "cv"), "sources": [
         {"name": "lab", "data": str(faces), "missing": ["fear"]},
         {"name": "extra", "data": str(extra), "missing": ["neutral"], "val_fraction": 0.2}]})

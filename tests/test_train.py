@@ -20,7 +20,7 @@ from emotune.errors import ConfigError, LabelError
 from emotune.models import load_checkpoint
 from emotune.train import make_config, train
 from emotune.data.transforms import AugmentConfig, eval_transform, train_transform
-from emotune.train.engine import (batch_mixer, build_data, class_weights, layer_groups, lr_lambda, make_criterion, make_loaders,
+from emotune.train.engine import (batch_mixer, build_data, class_weights, build_scheduler, layer_groups, make_criterion, make_loaders,
                                   set_trainable)
 
 BASE = {"backbone": "mobilenetv2", "img_size": 32, "batch_size": 16, "workers": 0, "progress": False, "val_fraction": 0.25}
@@ -96,11 +96,33 @@ def test_layerwise_lrs_decrease_towards_the_stem(tmp_path, faces):
     assert max(lrs) == pytest.approx(1e-2) and min(lrs) < 1e-4
 
 
-def test_schedule_warms_up_then_decays():
-    f = lr_lambda(total_steps=100, warmup_steps=10, floor=0.01)
-    assert f(0) < f(5) < f(9) <= 1.0
+def test_schedule_warms_up_then_decays(tmp_path, faces):
+    """timm's CosineLRScheduler per update: linear warm-up to the peak, cosine down to min_lr, scaled per layer group."""
+    from emotune.models import create_model
+    from emotune.train.engine import build_optimizer
+
+    c = cfg(tmp_path, faces, epochs=10, warmup_epochs=1, lr=1e-2, min_lr=1e-4)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-2)
+    opt.param_groups[0]["initial_lr"] = 1e-2
+    sched = build_scheduler(opt, c, steps_per_epoch=10)
+
+    def f(step: int) -> float:
+        sched.step_update(step)
+        return opt.param_groups[0]["lr"] / 1e-2
+    assert 0 < f(0) < f(5) < f(9) <= 1.0
     assert f(10) == pytest.approx(1.0)
     assert f(55) < f(20) and f(99) == pytest.approx(0.01, abs=0.01)
+    assert f(99) > f(100) == pytest.approx(0.01)  # the floor
+    # layerwise: every group follows the same shape times its lr_scale (floor included)
+    lw = cfg(tmp_path, faces, strategy="layerwise", layer_decay=0.5, lr=1e-2, min_lr=1e-4, epochs=10, warmup_epochs=1)
+    opt = build_optimizer(create_model("mobilenetv2", 4), lw)
+    sched = build_scheduler(opt, lw, steps_per_epoch=10)
+    for step in (0, 10, 99):
+        sched.step_update(step)
+        ratios = {round(g["lr"] / g.get("lr_scale", 1.0), 12) for g in opt.param_groups}
+        assert len(ratios) == 1
+    sched.step_update(10)
+    assert max(g["lr"] for g in opt.param_groups) == pytest.approx(1e-2)
 
 
 def test_options_that_change_the_loss(tmp_path, faces):

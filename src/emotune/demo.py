@@ -10,7 +10,26 @@ import shutil
 from pathlib import Path
 
 from .data.synthetic import make_synthetic_dataset
+from .errors import ConfigError
 from .train import make_config, train
+
+MARKER = ".emotune-demo"  # written into the folders `demo --train` makes: the only folders it ever removes
+
+
+def fresh_demo_dir(out: Path) -> Path:
+    """Empty `out` for a new demo run: remove it only when an earlier demo made it (its marker file is there), use it
+    when it is empty, and refuse anything else (`--out .` must never delete the working directory)."""
+    if out.exists():
+        if not out.is_dir():
+            raise ConfigError(f"--out {out}: is a file, not a folder; choose another --out")
+        if (out / MARKER).is_file():
+            shutil.rmtree(out)
+        elif any(out.iterdir()):
+            raise ConfigError(f"--out {out}: holds files that emotune demo did not make (no {MARKER} marker); "
+                              "choose a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by `emotune demo --train`; it replaces this folder on its next run\n", encoding="utf-8")
+    return out
 
 
 def run_demo(out: Path, image: str | None = None) -> int:
@@ -39,8 +58,7 @@ def run_demo(out: Path, image: str | None = None) -> int:
 def run_train_demo(shared: Path, out: Path) -> int:
     ck = shared / "data" / "ckplus48"
     weights = shared / "weights" / "imagenet" / "mobilenet_v2-b0353104.pth"
-    if out.exists():
-        shutil.rmtree(out)
+    fresh_demo_dir(out)
     if ck.is_dir():
         data, pretrained, what = str(ck), (str(weights) if weights.is_file() else None), "CK+ (subject-grouped 20% hold-out)"
     else:

@@ -1,12 +1,53 @@
-"""Hold-out splits and subsets with scikit-learn: stratified, and grouped by subject when subjects are known."""
+"""Hold-out splits and subsets with scikit-learn: stratified, and grouped by subject when subjects are known.
+
+`sklearn_notes()` turns scikit-learn's warnings (repeated per fold and per epoch) into one `note:` line per kind."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, StratifiedShuffleSplit
 
 from .sources import Sample
+
+
+_SAID: set[str] = set()
+
+
+def _note(message: str, category: type) -> tuple[str, str]:
+    """(kind, one line a user can act on) for a scikit-learn warning."""
+    m = re.search(r"least populated class in y has only (\d+) members?, which is less than n_splits=(\d+)", message)
+    if m:
+        return "least_populated", (f"a class has only {m.group(1)} image(s), fewer than the {m.group(2)} folds: some folds test "
+                                   "none of it; use fewer folds or drop the class")
+    if category.__name__ == "UndefinedMetricWarning" or "ill-defined" in message:
+        return "undefined_metric", ("a class had no images (or no predictions) in a split; its precision/recall/F1 count "
+                                    "as 0 there")
+    if "y_pred contains classes not in y_true" in message:
+        return "pred_not_true", "a split's predictions include classes it has no images of; balanced accuracy skips them"
+    return message, message.splitlines()[0]
+
+
+@contextmanager
+def sklearn_notes() -> Iterator[None]:
+    """Catch scikit-learn's warnings inside the block; say each kind once per process, in one `note:` line on stderr.
+    Other warnings pass through unchanged."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        module = getattr(w.category, "__module__", "") or ""
+        if not (module.startswith("sklearn") or "sklearn" in str(w.filename)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            continue
+        kind, line = _note(str(w.message), w.category)
+        if kind not in _SAID:
+            _SAID.add(kind)
+            print(f"note: {line}", file=sys.stderr)
 
 
 def holdout_split(samples: Sequence[Sample], fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:

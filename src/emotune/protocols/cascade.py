@@ -9,6 +9,7 @@ and reports like `emotune train`.
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ class StageResult:
     name: str
     run_dir: str
     started_from: str | None
-    status: str  # done | skipped (already complete) | failed
+    status: str  # done | skipped (already complete) | failed | not run (a stage before it failed)
     best_epoch: int = -1
     best: dict[str, float] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
@@ -54,6 +55,19 @@ class CascadeResult:
         return "\n".join(lines) + "\n"
 
 
+STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def stage_name(raw: Any, i: int) -> str:
+    """A stage's name as part of its folder name `OUT/<i>_<name>`: letters, digits, '.', '_' and '-' only, so a YAML
+    name can never point outside OUT (`../x`, `/abs`, `a/b`)."""
+    name = str(raw).strip()
+    if not STAGE_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"stage {i}: name {raw!r} cannot name a folder; use letters, digits, '.', '_' and '-' "
+                          "(it becomes OUT/<n>_<name>)")
+    return name
+
+
 def stage_configs(spec: dict[str, Any], out: str | Path) -> list[tuple[str, dict[str, Any]]]:
     """(name, train options) per stage, with the shared options merged in and a run folder per stage."""
     stages = spec.get("stages")
@@ -62,7 +76,7 @@ def stage_configs(spec: dict[str, Any], out: str | Path) -> list[tuple[str, dict
     shared = {k: v for k, v in spec.items() if k not in ("stages", "out")}
     result = []
     for i, st in enumerate(stages, 1):
-        name = str(st.get("name", f"stage{i}"))
+        name = stage_name(st.get("name", f"stage{i}"), i)
         opts = {**shared, **{k: v for k, v in st.items() if k != "name"}}
         opts["out"] = str(Path(out) / f"{i}_{name}")
         if i > 1 and "pretrained" in st:
@@ -76,11 +90,14 @@ def run_cascade(config: str | Path, out: str | Path | None = None, overrides: di
     from ..models.card import resolve_card_path
     from ..train import train
 
+    from ..train.config import _check_out_dir
+
     spec = load_yaml(config)
-    out = Path(out or spec.get("out") or "runs/cascade")
+    out = _check_out_dir(out or spec.get("out") or "runs/cascade")
     results: list[StageResult] = []
     previous: str | None = None
-    for i, (name, opts) in enumerate(stage_configs(spec, out)):
+    stages = stage_configs(spec, out)
+    for i, (name, opts) in enumerate(stages):
         opts = {**opts, **(overrides or {})}
         if i > 0:
             opts["pretrained"] = previous
@@ -92,9 +109,15 @@ def run_cascade(config: str | Path, out: str | Path | None = None, overrides: di
             opts["resume"] = (run / "train_state.safetensors").is_file()
             try:
                 tr = train(make_config(opts))
-            except EmotuneError as exc:
-                results.append(StageResult(name, str(run), started, "failed", error=str(exc)))
-                break  # later stages need this one's checkpoint
+            except Exception as exc:  # out of memory, a CUDA or data-loader error...: recorded like a failed fold
+                error = str(exc) if isinstance(exc, EmotuneError) else f"{type(exc).__name__}: {exc}"
+                error = " ".join(error.split())[:500]
+                results.append(StageResult(name, str(run), started, "failed", error=error))
+                print(f"stage {i + 1} {name}: FAILED ({error})")
+                # later stages start from this one's checkpoint: they cannot run
+                results += [StageResult(n, o["out"], None, "not run", error=f"stage {i + 1} ({name}) failed")
+                            for n, o in stages[i + 1:]]
+                break
             res = _stage_from_run(name, run, started, "done")
             res.best_epoch, res.best = tr.best_epoch, tr.best_metrics
         results.append(res)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -93,7 +94,10 @@ class TrainConfig:
     deterministic: bool = opt(False, "deterministic algorithms (slower; same results on the same machine)")
     progress: bool = opt(True, "progress bars")
     out: str = opt("runs/train", "run directory")
-    resume: bool = opt(False, "resume the run in --out from its last completed epoch")
+    resume: bool = opt(False, "resume the run in --out from its last completed epoch (its config.yaml supplies the options "
+                              "not given)")
+    allow_config_change: bool = opt(False, "--resume: continue under options that differ from the run's config.yaml; "
+                                           "the change is recorded in config_history.json")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -161,8 +165,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+# Options that say how this invocation runs, not what the run is: they may differ on --resume without counting as a change.
+RUN_ONLY = frozenset({"resume", "allow_config_change", "progress", "out", "threads"})
+# Options that shape the model or its parameter groups: a resumed run cannot take other values, even when allowed to change.
+FIXED_ON_RESUME = frozenset({"backbone", "img_size", "channels", "head", "fusion_levels", "fusion_dim", "labels", "drop_labels",
+                             "optimizer", "strategy"})
+
+
 def make_config(overrides: dict[str, Any], yaml_path: str | Path | None = None) -> TrainConfig:
-    """Defaults < YAML file < explicit overrides (CLI flags); unknown keys are errors."""
+    """Defaults < YAML file < explicit overrides (CLI flags); unknown keys are errors.
+
+    With `resume`, the run folder's own config.yaml replaces the defaults, so `--out RUN --resume` alone continues the run
+    as it was started; options given anyway are compared with it by `train` (see `config_changes`)."""
     values: dict[str, Any] = {}
     if yaml_path:
         values.update(load_yaml(yaml_path))
@@ -171,7 +185,106 @@ def make_config(overrides: dict[str, Any], yaml_path: str | Path | None = None) 
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown}; see `emotune train --help`")
+    if values.get("resume") is not None and coerce("resume", values["resume"]):
+        saved = saved_run_config(values.get("out") or TrainConfig.out)
+        if saved is not None:
+            values = {**{k: v for k, v in saved.items() if k not in RUN_ONLY}, **values}
     return TrainConfig(**{k: coerce(k, v) for k, v in values.items()}).validate()
+
+
+def saved_run_config(run: str | Path) -> dict[str, Any] | None:
+    """The options a run folder was started with (its config.yaml), as TrainConfig values; None when it has none.
+    Keys this version no longer knows are left out."""
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        return None
+    known = _field_types()
+    return {k: coerce(k, v) for k, v in load_yaml(path).items() if k in known}
+
+
+def config_changes(saved: dict[str, Any], cfg: TrainConfig) -> dict[str, dict[str, Any]]:
+    """{option: {"old": ..., "new": ...}} for the options `cfg` changes relative to a run's saved config."""
+    new = cfg.to_dict()
+    default = TrainConfig.__dataclass_fields__
+    changes = {}
+    for k, v in new.items():
+        if k in RUN_ONLY:
+            continue
+        f = default[k]
+        old = saved[k] if k in saved else (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+        if old != v:
+            changes[k] = {"old": old, "new": v}
+    return changes
+
+
+def describe_changes(changes: dict[str, dict[str, Any]]) -> str:
+    return ", ".join(f"{k} {c['old']!r} -> {c['new']!r}" for k, c in changes.items())
+
+
+def _check_out_dir(path: str | Path, what: str = "--out") -> Path:
+    """The run folder must be a folder (or creatable as one) that we can write: say so before any work is done."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path}: is an existing file, not a folder; choose another {what}")
+    parent = path
+    while not parent.exists():
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"{what} {path}: {parent} is a file, so the folder cannot be made there")
+    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: {parent} is not writable")
+    return path
+
+
+def check_model_choice(backbone: str, pretrained: str | None) -> None:
+    """Refuse an unknown backbone or pretrained tag before a run folder exists, naming what does exist.
+
+    timm would otherwise fail deep inside model creation (`Invalid pretrained tag`) with a traceback."""
+    import difflib
+
+    import timm
+
+    from ..models import get_model_config, list_models
+    from ..models.registry import is_local_file
+    from ..models.transfer import is_emotune_checkpoint
+
+    def tags_of(base: str) -> str:
+        tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{base}.*")]
+        return f"its tags are {', '.join(tags)}" if tags else "timm has no pretrained weights for it"
+
+    if backbone not in list_models():
+        base, _, tag = backbone.partition(".")
+        if not timm.is_model(base):
+            near = difflib.get_close_matches(base, timm.list_models(), n=5, cutoff=0.6)
+            raise ConfigError(f"backbone {backbone!r}: no such model; emotune names are {', '.join(list_models())}, or any timm "
+                              "model name" + (f" (close timm names: {', '.join(near)})" if near else "")
+                              + "; see `emotune models` and timm.list_models()")
+        if tag and not timm.list_pretrained(backbone):
+            raise ConfigError(f"backbone {backbone!r}: {base} has no pretrained tag {tag!r}; {tags_of(base)}")
+    mcfg = get_model_config(backbone)
+    p = pretrained
+    if p in (None, "", "none", "random", False) or str(p).startswith(("hf-hub:", "hf_hub:")):
+        return
+    p = str(p)
+    if p == "hub":
+        if not mcfg.hub_name:
+            raise ConfigError(f"pretrained 'hub': {backbone} has no default hub weights; {tags_of(mcfg.timm_name)}")
+        return
+    if is_emotune_checkpoint(p):
+        return
+    if is_local_file(p):
+        if not Path(p).is_file():
+            raise ConfigError(f"pretrained {p}: no such weight file")
+        return
+    full = p if "." in p else f"{mcfg.timm_name}.{p}"
+    if not timm.list_pretrained(full):
+        base, _, tag = full.partition(".")
+        if not timm.is_model(base):
+            raise ConfigError(f"pretrained {p!r}: not a file, and {base!r} is no timm model")
+        raise ConfigError(f"pretrained {p!r}: not a file, and {base} has no pretrained tag {tag!r}; {tags_of(base)} "
+                          "(or give none, hub, or a local weight file)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,11 @@
 """The fine-tuning loop: data -> model -> optimiser/schedule -> epochs with validation, checkpoints and resume.
 
-A run directory holds config.yaml, log.csv (one row per epoch), best/last checkpoints (safetensors + model
-card), train_state.safetensors (everything needed to resume after a kill) and curves.png.
+A run directory holds config.yaml, log.csv (one row per epoch, with the learning rate at its first and last update),
+best/last checkpoints (safetensors + model card), train_state.safetensors (everything needed to resume after a kill),
+curves.png and, when a resume went on under changed options, config_history.json.
+
+Resume is exact with data-loader workers too: each epoch's shuffling and worker seeds come from (seed, epoch) alone,
+and the learning rate from the number of updates done, so epoch e does not depend on how earlier epochs were run.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import numpy as np
 import timm
 import torch
 import yaml
+from timm.scheduler import CosineLRScheduler
 from timm.models import group_parameters
 from timm.optim import create_optimizer_v2
 from torch import nn
@@ -35,14 +40,15 @@ from ..data.splits import holdout_split, stratified_subset
 from ..device import pick_device
 from ..errors import ConfigError
 from ..evaluate import Metrics, compute_metrics, plot_confusion, predict_probs
+from ..data.splits import sklearn_notes
 from ..io import atomic_write, atomic_write_json, atomic_write_text
 from ..models import ModelCard, create_model, get_model_config, normalisation, save_checkpoint
 from ..taxonomy import resolve_labels
-from .config import TrainConfig
+from .config import FIXED_ON_RESUME, TrainConfig, _check_out_dir, check_model_choice, config_changes, describe_changes, saved_run_config
 from .state import load_state, rng_state, save_state, set_rng_state
 
 LOG_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy",
-              "val_macro_f1", "lr", "trainable_params", "seconds", "images_per_second"]
+              "val_macro_f1", "lr_start", "lr_end", "trainable_params", "seconds", "images_per_second"]
 
 
 @dataclass
@@ -189,8 +195,20 @@ def draw_weights(cfg: TrainConfig, data: DataBundle) -> np.ndarray | None:
     return by_source
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffling and worker RNGs, from (seed, epoch) alone: a resumed run redraws them exactly."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed Python's and NumPy's RNGs in a loader worker from its torch seed (base seed drawn per epoch + worker id)."""
+    s = torch.initial_seed() % 2**32
+    random.seed(s)
+    np.random.seed(s)
+
+
 def make_loaders(cfg: TrainConfig, data: DataBundle, device: torch.device, dist: Dist = Dist()) -> tuple[DataLoader, DataLoader]:
-    common = dict(num_workers=cfg.workers, pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0)
+    common = dict(num_workers=cfg.workers, pin_memory=device.type == "cuda")
     sampler = None
     if dist.enabled:
         if cfg.class_balance == "sampler" or cfg.epoch_samples or any(s.weight is not None for s in data.sources):
@@ -210,9 +228,10 @@ def make_loaders(cfg: TrainConfig, data: DataBundle, device: torch.device, dist:
     draws = cfg.epoch_samples or len(data.train)
     if cfg.epoch_samples and draws < cfg.batch_size:
         raise ConfigError(f"epoch_samples {cfg.epoch_samples} is less than one batch ({cfg.batch_size})")
+    # not persistent: workers restart each epoch with seeds drawn from that epoch's generator (see epoch_seed)
     train = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=draws > cfg.batch_size,
-                       generator=torch.Generator().manual_seed(cfg.seed), **common)
-    val = DataLoader(data.val, batch_size=cfg.batch_size * 2, shuffle=False, **common)
+                       generator=torch.Generator().manual_seed(cfg.seed), worker_init_fn=seed_worker, **common)
+    val = DataLoader(data.val, batch_size=cfg.batch_size * 2, shuffle=False, persistent_workers=cfg.workers > 0, **common)
     return train, val
 
 
@@ -272,20 +291,35 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     kwargs: dict[str, Any] = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
     layer_decay = cfg.layer_decay if cfg.strategy == "layerwise" else None
     opt = create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, layer_decay=layer_decay, **kwargs)
-    for g in opt.param_groups:  # timm's schedulers read lr_scale; we bake it into each group's base lr
+    for g in opt.param_groups:
+        # timm's scheduler schedules the base lr (initial_lr) and multiplies each group's lr_scale (layer decay) in
+        g["initial_lr"] = cfg.lr
         g["lr"] = cfg.lr * g.get("lr_scale", 1.0)
-        g["initial_lr"] = g["lr"]
     return opt
 
 
-def lr_lambda(total_steps: int, warmup_steps: int, floor: float):
-    """Linear warm-up then cosine decay to `floor` (a fraction of each group's base lr)."""
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return max(step + 1, 1) / max(warmup_steps, 1)
-        t = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-    return f
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> CosineLRScheduler:
+    """timm's cosine schedule per update: linear warm-up over `warmup_epochs`, then cosine decay to `min_lr` (scaled by
+    each group's lr_scale like the peak). Stateless in the update count: `step_update(n)` gives update n's lr."""
+    total = max(cfg.epochs * steps_per_epoch, 1)
+    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
+    return CosineLRScheduler(optimizer, t_initial=max(total - warmup, 1), lr_min=cfg.min_lr, warmup_t=warmup,
+                             warmup_lr_init=cfg.lr / max(warmup, 1) if warmup else 0.0, warmup_prefix=True, cycle_limit=1,
+                             t_in_epochs=False)
+
+
+MAX_SKIPPED_LINES = 20
+
+
+def print_skipped(skipped: list[Skipped], seen: set[str] | None = None, limit: int = MAX_SKIPPED_LINES) -> None:
+    """Name each skipped image on stderr (`path: problem`), at most `limit` lines; `seen` drops those named before."""
+    new = [s for s in skipped if seen is None or s.where not in seen]
+    if seen is not None:
+        seen.update(s.where for s in new)
+    for s in new[:limit]:
+        print(f"skipped {s.where}: {s.problem}", file=sys.stderr)
+    if len(new) > limit:
+        print(f"... and {len(new) - limit} more skipped image(s)", file=sys.stderr)
 
 
 def class_weights(targets: list[int], k: int) -> torch.Tensor:
@@ -348,10 +382,47 @@ def monitor_value(m: Metrics, name: str) -> float:
 
 # ---------------------------------------------------------------------------------------------- the loop
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Fine-tune `cfg.backbone` on `cfg.data`; see the module docstring for what lands in `cfg.out`."""
+def resume_changes(cfg: TrainConfig, run: Path) -> dict[str, dict[str, Any]]:
+    """Options that differ from the run's config.yaml; refused unless --allow-config-change (and never for those that
+    shape the model)."""
+    saved = saved_run_config(run)
+    if saved is None:
+        return {}
+    changes = config_changes(saved, cfg)
+    fixed = {k: v for k, v in changes.items() if k in FIXED_ON_RESUME}
+    if fixed:
+        raise ConfigError(f"{run}: --resume cannot change {describe_changes(fixed)} (they shape the model or its optimiser); "
+                          "start a new run, e.g. from this one's checkpoint with --pretrained")
+    if changes and not cfg.allow_config_change:
+        raise ConfigError(f"{run}: --resume with options that differ from its config.yaml: {describe_changes(changes)}; drop "
+                          "them to continue as started, or pass --allow-config-change to go on under the new ones")
+    return changes
+
+
+def record_config_change(run: Path, from_epoch: int, changes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Append {from_epoch, changes} to config_history.json (merged with an entry for the same epoch) and return it all."""
+    import json
+
+    path = run / "config_history.json"
+    history = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    if changes:
+        if history and history[-1]["from_epoch"] == from_epoch:  # resumed again before that epoch finished
+            merged = {**history[-1]["changes"]}
+            for k, c in changes.items():
+                merged[k] = {"old": merged[k]["old"] if k in merged else c["old"], "new": c["new"]}
+            history[-1]["changes"] = {k: c for k, c in merged.items() if c["old"] != c["new"]}
+        else:
+            history.append({"from_epoch": from_epoch, "changes": changes})
+        atomic_write_json(path, history)
+    return history
+
+
+def train(cfg: TrainConfig, report_skipped: bool = True) -> TrainResult:
+    """Fine-tune `cfg.backbone` on `cfg.data`; see the module docstring for what lands in `cfg.out`.
+
+    `report_skipped`: name the skipped bad images on stderr (cross-validation names them once itself)."""
     cfg.validate()
-    run = Path(cfg.out)
+    run = _check_out_dir(cfg.out)
     state_path = run / "train_state.safetensors"
     if cfg.resume and not state_path.is_file():
         if not run.is_dir():
@@ -360,10 +431,14 @@ def train(cfg: TrainConfig) -> TrainResult:
         cfg.resume = False
     if not cfg.resume and state_path.is_file():
         raise ConfigError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
+    check_model_choice(cfg.backbone, cfg.pretrained)  # before anything is written
+    changes = resume_changes(cfg, run) if cfg.resume else {}
     dist = setup_distributed(cfg.device)
     if dist.main:
         run.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if not cfg.resume:
+            (run / "config_history.json").unlink(missing_ok=True)
+            atomic_write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed, cfg.deterministic)
@@ -375,6 +450,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     mean, std = normalisation(cfg.backbone, cfg.pretrained)
     mean, std = (mean[:1], std[:1]) if in_chans == 1 else (mean, std)
     data = build_data(cfg, size, mean, std)
+    if report_skipped and dist.main:
+        print_skipped(data.skipped)
     if cfg.monitor_source and cfg.monitor_source not in {s.dataset for s in data.val.samples}:
         raise ConfigError(f"monitor_source {cfg.monitor_source!r}: no validation images from that source "
                           f"(sources: {sorted({s.dataset for s in data.val.samples})})")
@@ -395,35 +472,46 @@ def train(cfg: TrainConfig) -> TrainResult:
     train_loader, val_loader = make_loaders(cfg, data, device, dist)
     optimizer = build_optimizer(model, cfg)
     steps_per_epoch = max(len(train_loader), 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch), cfg.min_lr / cfg.lr))
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     criterion = make_criterion(cfg, data.train.targets, k).to(device)
     mixer = batch_mixer(cfg, k, data.soft)
     ema = timm.utils.ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.amp)
 
     history: list[dict[str, Any]] = []
+    config_history: list[dict[str, Any]] = []
     start_epoch, best_score, best_epoch, bad_epochs = 0, -math.inf, -1, 0
     if cfg.resume:
         st = load_state(state_path)
         model.load_state_dict(st["model"])
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         optimizer.load_state_dict(st["optimizer"])
-        scheduler.load_state_dict(st["scheduler"])
+        if changes:  # the new lr, weight decay... take effect; moments and step counts carry on
+            for g, f in zip(optimizer.param_groups, fresh):
+                g.update(f)
+        elif "t_initial" in st.get("scheduler", {}):  # (a state from before timm's scheduler holds LambdaLR's)
+            scheduler.load_state_dict(st["scheduler"])
         if ema is not None and "ema" in st:
             ema.module.load_state_dict(st["ema"])
         set_rng_state(st["rng"])
-        if "loader_rng" in st:
-            train_loader.generator.set_state(st["loader_rng"])
         prog = st["progress"]
         start_epoch, best_score, best_epoch, bad_epochs = prog["epoch"] + 1, prog["best_score"], prog["best_epoch"], prog["bad_epochs"]
         history = list(st["history"])
-        write_log(run, history)
+        if dist.main:
+            config_history = record_config_change(run, start_epoch + 1, changes)
+            if changes:
+                atomic_write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+                print(f"{run}: resuming at epoch {start_epoch + 1} under changed options: {describe_changes(changes)} "
+                      "(recorded in config_history.json)", file=sys.stderr)
+            write_log(run, history)
 
     card = ModelCard(backbone=cfg.backbone, labels=list(data.labels), input_size=size, mean=list(mean), std=list(std),
                      channels=cfg.channels, in_chans=in_chans, license=mcfg.license,
                      head=model.head_spec() if hasattr(model, "head_spec") else {"type": "linear"},
                      training={"data": data.describe, "pretrained": cfg.pretrained, "epochs": cfg.epochs, "strategy": cfg.strategy,
                                "optimizer": cfg.optimizer, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed,
-                               **({"head_remap": remap.__dict__} if remap is not None else {})})
+                               **({"head_remap": remap.__dict__} if remap is not None else {}),
+                               **({"config_history": config_history} if config_history else {})})
     stopped_early = False
     epoch = start_epoch - 1
     show = cfg.progress and dist.main
@@ -439,9 +527,14 @@ def train(cfg: TrainConfig) -> TrainResult:
             train_loader.sampler.set_epoch(epoch)
         elif isinstance(train_loader.sampler, WeightedRandomSampler):
             train_loader.sampler.generator.manual_seed(cfg.seed + epoch)  # each epoch's draws, the same after a resume
+        train_loader.generator.manual_seed(epoch_seed(cfg.seed, epoch))  # shuffling and worker seeds of this epoch
         t0, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
+        lr_start = lr_end = None
         bar = progress(train_loader, show, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
-        for x, y in bar:
+        for step, (x, y) in enumerate(bar):
+            scheduler.step_update(epoch * steps_per_epoch + step)  # this update's lr, from the update count alone
+            lr_end = optimizer.param_groups[-1]["lr"]
+            lr_start = lr_end if lr_start is None else lr_start
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if cuda and cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -454,7 +547,6 @@ def train(cfg: TrainConfig) -> TrainResult:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step()
             if ema is not None:
                 ema.update(model)
             n = x.shape[0]
@@ -466,14 +558,16 @@ def train(cfg: TrainConfig) -> TrainResult:
         loss_sum, correct, seen = all_sum([loss_sum, correct, seen], dist, device)
         eval_model = ema.module if ema is not None else model
         probs, targets, val_loss = predict_probs(eval_model, val_loader, device, tta=cfg.tta)
-        m = compute_metrics(targets, probs.argmax(1), data.labels, loss=val_loss)
+        with sklearn_notes():
+            m = compute_metrics(targets, probs.argmax(1), data.labels, loss=val_loss)
         row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(seen, 1), 5), "train_accuracy": round(correct / max(seen, 1), 5),
                "val_loss": round(val_loss, 5), "val_accuracy": round(m.accuracy, 5), "val_balanced_accuracy": round(m.balanced_accuracy, 5),
-               "val_macro_f1": round(m.macro_f1, 5), "lr": optimizer.param_groups[-1]["lr"], "trainable_params": trainable,
+               "val_macro_f1": round(m.macro_f1, 5), "lr_start": lr_start, "lr_end": lr_end, "trainable_params": trainable,
                "seconds": round(time.perf_counter() - t0, 2), "images_per_second": round(seen / max(train_secs, 1e-9), 1)}
         history.append(row)
         card.metrics = {"epoch": epoch + 1, "val": m.summary(), "val_per_class": {c.label: round(c.f1, 4) for c in m.per_class}}
-        per_source = data.per_source_metrics(np.asarray(targets), probs.argmax(1))
+        with sklearn_notes():
+            per_source = data.per_source_metrics(np.asarray(targets), probs.argmax(1))
         if per_source:
             card.metrics["val_per_source"] = per_source
             row["per_source"] = per_source
@@ -495,7 +589,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         if improved:
             save_checkpoint(run / "best", eval_model, card)
         parts = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": rng_state(), "loader_rng": train_loader.generator.get_state(), "history": history,
+                 "rng": rng_state(), "history": history,
                  "progress": {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "bad_epochs": bad_epochs}}
         if ema is not None:
             parts["ema"] = ema.module.state_dict()
@@ -524,5 +618,6 @@ def train(cfg: TrainConfig) -> TrainResult:
                                              "best": result.best_metrics,
                                              **({"best_per_source": best["per_source"]} if "per_source" in best else {}),
                                              "epochs_run": len(history), "stopped_early": stopped_early, "data": data.describe,
+                                             "config_history": config_history,
                                              "skipped": [s.__dict__ for s in data.skipped]})
     return result
