@@ -292,17 +292,22 @@ def test_classify_returns_probabilities_in_any_batching(rec):
 
 
 def test_source_size_resamples_the_crop_first(rec):
-    """A card with source_size (FER2013: 48 px) makes photos as blurry as the training faces; output size is unchanged."""
+    """A card with source_size (FER2013: 48 px) makes photos as blurry as the training faces: the crop comes at that
+    size and preprocessing takes it to the input size, which is unchanged."""
     rgb = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
     face = Face((20.0, 20.0, 160.0, 160.0), 1.0)
-    sharp = rec.crop(rgb, face)
     old = rec.card.source_size
     try:
+        rec.card.source_size = 0
+        sharp_crop = rec.crop(rgb, face)
+        sharp = rec.preprocess([sharp_crop])[0, 0]
         rec.card.source_size = 8
-        soft = rec.crop(rgb, face)
+        soft_crop = rec.crop(rgb, face)
+        soft = rec.preprocess([soft_crop])[0, 0]
     finally:
         rec.card.source_size = old
-    assert sharp.shape == soft.shape == (SIZE, SIZE, 3)
+    assert sharp_crop.shape == (SIZE, SIZE, 3) and soft_crop.shape == (8, 8, 3)
+    assert sharp.shape == soft.shape == (SIZE, SIZE)
     energy = lambda a: float(np.abs(np.diff(a.astype(float), axis=1)).mean())  # noqa: E731
     assert energy(soft) < 0.6 * energy(sharp)
 
