@@ -140,12 +140,13 @@ def test_onnx_cache_path_stays_in_the_cache_whatever_the_backbone_says(emotune_c
 def test_a_card_with_another_input_size_gets_its_own_onnx_export(card, tmp_path, emotune_cache):
     first = Recognizer(card, device="cpu", backend="onnx", detector="none")
     assert first.backend(np.zeros((1, 1, SIZE, SIZE), np.float32)).shape == (1, len(LABELS))
-    # the same weights, described with another input size (a global-pool network runs at any size)
-    data = json.loads(card.read_text())
-    data["input_size"] = 48
-    (tmp_path / card.with_suffix(".safetensors").name).write_bytes(card.with_suffix(".safetensors").read_bytes())
-    card48 = tmp_path / card.name
-    card48.write_text(json.dumps(data))
+    # the same tensors, saved with another input size (a global-pool network runs at any size; the card is bound to
+    # its weights file, so the other size is a new checkpoint, not an edited card)
+    from emotune.models import load_checkpoint, save_checkpoint
+
+    model, c = load_checkpoint(card)
+    c.input_size = 48
+    card48 = save_checkpoint(tmp_path / card.stem, model, c)
     c32, c48 = (ModelCard.from_dict(json.loads(p.read_text())) for p in (card, card48))
     assert onnx_cache_path(c32) != onnx_cache_path(c48)
     second = Recognizer(card48, device="cpu", backend="onnx", detector="none")

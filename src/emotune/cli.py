@@ -3,6 +3,7 @@ beside their code (predict, cascade, cv, report) or in `emotune.commands`. Error
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 
