@@ -201,3 +201,27 @@ def test_photo_path_crops_at_source_size_and_matches_classify():
     assert crop.shape == (48, 48, 3)
     (face,) = rec.predict(photo)
     np.testing.assert_allclose([face.probs[k] for k in rec.labels], rec.classify([crop])[0], atol=1e-6)
+
+
+def test_training_curves_and_video_timelines_leave_matplotlib_alone(tmp_path):
+    """Every emotune figure (learning curves, video timelines) draws on its own Agg figure: no backend switch, no
+    pyplot, whatever the importing program chose."""
+    code = f"""
+import matplotlib, sys
+matplotlib.use("svg")
+import pandas as pd
+from pathlib import Path
+from emotune.train.engine import plot_curves
+from emotune.inference.output import plot_timeline
+run = Path({str(tmp_path)!r})
+hist = [dict(epoch=e, train_loss=1.0 / e, val_loss=1.2 / e, train_accuracy=0.5, val_accuracy=0.4, val_macro_f1=0.3) for e in (1, 2)]
+plot_curves(run, hist)
+df = pd.DataFrame(dict(label=["a", "b"], track=[0, 0], time=[0.0, 0.1], a=[0.9, 0.2], b=[0.1, 0.8]))
+plot_timeline(df, ["a", "b"], run / "t.png")
+assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+assert "matplotlib.pyplot" not in sys.modules
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+    assert (tmp_path / "curves.png").read_bytes()[:4] == (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"

@@ -90,10 +90,10 @@ def run_cascade(config: str | Path, out: str | Path | None = None, overrides: di
     from ..models.card import resolve_card_path
     from ..train import train
 
-    from ..train.config import _check_out_dir
+    from ..io import check_writable_dir
 
     spec = load_yaml(config)
-    out = _check_out_dir(out or spec.get("out") or "runs/cascade")
+    out = check_writable_dir(out or spec.get("out") or "runs/cascade", "--out")
     results: list[StageResult] = []
     previous: str | None = None
     stages = stage_configs(spec, out)

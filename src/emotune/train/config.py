@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -219,23 +218,6 @@ def config_changes(saved: dict[str, Any], cfg: TrainConfig) -> dict[str, dict[st
 
 def describe_changes(changes: dict[str, dict[str, Any]]) -> str:
     return ", ".join(f"{k} {c['old']!r} -> {c['new']!r}" for k, c in changes.items())
-
-
-def _check_out_dir(path: str | Path, what: str = "--out") -> Path:
-    """The run folder must be a folder (or creatable as one) that we can write: say so before any work is done."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{what} {path}: is an existing file, not a folder; choose another {what}")
-    parent = path
-    while not parent.exists():
-        if parent == parent.parent:
-            break
-        parent = parent.parent
-    if parent.exists() and not parent.is_dir():
-        raise ConfigError(f"{what} {path}: {parent} is a file, so the folder cannot be made there")
-    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {path}: {parent} is not writable")
-    return path
 
 
 def check_model_choice(backbone: str, pretrained: str | None) -> None:

@@ -41,10 +41,10 @@ from ..device import pick_device
 from ..errors import ConfigError
 from ..evaluate import Metrics, compute_metrics, plot_confusion, predict_probs
 from ..data.splits import sklearn_notes
-from ..io import atomic_write, atomic_write_json, atomic_write_text
+from ..io import atomic_write, atomic_write_json, atomic_write_text, check_writable_dir
 from ..models import ModelCard, create_model, get_model_config, normalisation, save_checkpoint
 from ..taxonomy import resolve_labels
-from .config import FIXED_ON_RESUME, TrainConfig, _check_out_dir, check_model_choice, config_changes, describe_changes, saved_run_config
+from .config import FIXED_ON_RESUME, TrainConfig, check_model_choice, config_changes, describe_changes, saved_run_config
 from .state import load_state, rng_state, save_state, set_rng_state
 
 LOG_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy",
@@ -357,13 +357,11 @@ def write_log(run: Path, history: list[dict[str, Any]]) -> None:
 
 
 def plot_curves(run: Path, history: list[dict[str, Any]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plotting import new_figure
 
     ep = [h["epoch"] for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
+    fig = new_figure(figsize=(10, 3.6), dpi=110)
+    a, b = fig.subplots(1, 2)
     a.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
     a.plot(ep, [h["val_loss"] for h in history], "o-", label="val")
     a.set_xlabel("epoch"); a.set_ylabel("loss"); a.legend(); a.grid(alpha=0.3)
@@ -373,7 +371,6 @@ def plot_curves(run: Path, history: list[dict[str, Any]]) -> None:
     b.set_xlabel("epoch"); b.set_ylim(0, 1); b.legend(); b.grid(alpha=0.3)
     fig.tight_layout()
     atomic_write(run / "curves.png", lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
 
 
 def monitor_value(m: Metrics, name: str) -> float:
@@ -422,7 +419,7 @@ def train(cfg: TrainConfig, report_skipped: bool = True) -> TrainResult:
 
     `report_skipped`: name the skipped bad images on stderr (cross-validation names them once itself)."""
     cfg.validate()
-    run = _check_out_dir(cfg.out)
+    run = check_writable_dir(cfg.out, "--out")
     state_path = run / "train_state.safetensors"
     if cfg.resume and not state_path.is_file():
         if not run.is_dir():

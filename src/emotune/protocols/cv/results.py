@@ -193,19 +193,17 @@ def write_reports(result: CVResult, plot: bool = True) -> None:
 def plot_fold_curves(result: CVResult, path: Path) -> Path | None:
     """Learning curves of every finished fold on one figure (train and hold-out loss, hold-out accuracy), best epochs
     marked: spread between folds and late peaks show at a glance whether the budget fits the data."""
-    import matplotlib
     import pandas as pd
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ...io import atomic_write
+    from ...plotting import new_figure
 
     logs = {f.fold: (Path(f.run_dir) / "log.csv", f.best_epoch) for f in result.folds if f.ok}
     logs = {k: v for k, v in logs.items() if v[0].is_file()}
     if not logs:
         return None
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110)
+    fig = new_figure(figsize=(11, 3.8), dpi=110)
+    a, b = fig.subplots(1, 2)
     for k, (log, best) in logs.items():
         d = pd.read_csv(log)
         line, = a.plot(d["epoch"], d["val_loss"], "-", lw=1.2, label=f"fold {k}")
@@ -218,5 +216,4 @@ def plot_fold_curves(result: CVResult, path: Path) -> Path | None:
     a.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
     return path

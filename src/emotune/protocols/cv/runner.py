@@ -164,9 +164,9 @@ def run_final(cfg: TrainConfig, out: Path, labels: Sequence[str], reported: set[
 
 def _check_out(out: Path, resume: bool, folds_file: Path | None) -> Path | None:
     """Refuse to mix two runs in one folder; with --resume the folder's own folds.csv is the assignment."""
-    from ...train.config import _check_out_dir
+    from ...io import check_writable_dir
 
-    _check_out_dir(out)
+    check_writable_dir(out, "--out")
     held = (out / "cv.json").is_file() or any(out.glob("fold_*/fold.json")) or any(out.glob("fold_*/train_state.safetensors"))
     if held and not resume:
         raise ConfigError(f"{out} already holds a cross-validation run; pass --resume to continue it or choose another --out")
