@@ -158,7 +158,7 @@ def test_cv_run_writes_folds_reports_and_final_model(cv_run, faces):
     samples, fold_of = read_folds_csv(out / "folds.csv")
     assert len(samples) == 48 and crossing_subjects(samples, fold_of) == []
     d = json.loads((out / "cv.json").read_text())
-    assert d["kind"] == "cv" and d["k"] == 3 and d["folds_ok"] == 3 and d["folds_failed"] == 0 and d["complete"]
+    assert d["kind"] == "emotune-cv/1" and d["k"] == 3 and d["folds_ok"] == 3 and d["folds_failed"] == 0 and d["complete"]
     for f in d["folds"]:
         split = list(csv.DictReader(open(out / f"fold_{f['fold']}" / "split.csv")))
         test_subj = {r["subject"] for r in split if r["split"] == "test"}
@@ -287,3 +287,24 @@ def test_merged_sources_join_every_folds_training_side(faces, tmp_path, monkeypa
 
     again = run_cv(dataclasses.replace(cfg, out=str(tmp_path / "cv2")), folds_file=tmp_path / "cv" / "folds.csv")
     assert again.labels == res.labels and [f.n_test for f in again.folds] == [f.n_test for f in res.folds]
+
+
+def test_report_reads_result_files_by_their_kind(tmp_path):
+    """`emotune report` dispatches on the `kind` every result file carries, not on its name; older files without a kind
+    are still known by name, and a result of another kind is refused by name."""
+    from emotune import kinds
+    from emotune.protocols.report import load_run
+
+    scores = {"n": 10, "accuracy": 0.5, "balanced_accuracy": 0.4, "macro_f1": 0.3, "model": "nowhere", "data": "d"}
+    renamed = tmp_path / "renamed_eval.json"
+    renamed.write_text(json.dumps({"kind": kinds.EVAL, **scores}))
+    row = load_run(renamed)
+    assert row.kind == "eval" and row.scores["accuracy"] == 0.5 and row.n == 10
+    legacy = tmp_path / "old" / "eval.json"
+    legacy.parent.mkdir()
+    legacy.write_text(json.dumps(scores))
+    assert load_run(legacy.parent).kind == "eval"
+    other = tmp_path / "cascade.json"
+    other.write_text(json.dumps({"kind": kinds.CASCADE, "stages": []}))
+    with pytest.raises(Exception, match="not a cv, eval or train result"):
+        load_run(other)

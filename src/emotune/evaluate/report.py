@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..io import atomic_write, atomic_write_json, atomic_write_text
+from ..kinds import EVAL as EVAL_KIND
 from .metrics import Metrics
 from .plots import plot_confusion
 
@@ -16,7 +17,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # the `kind` of an eval.json, so that `emotune report` knows a result file by its content, not its name
-EVAL_KIND = "emotune-eval/1"
 
 
 @dataclass

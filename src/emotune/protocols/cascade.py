@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import kinds
 from ..errors import ConfigError, EmotuneError
 from ..io import atomic_write_json, atomic_write_text
 from ..train.config import load_yaml, make_config
@@ -38,7 +39,7 @@ class CascadeResult:
     stages: list[StageResult]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"out": self.out, "stages": [asdict(s) for s in self.stages]}
+        return {"kind": kinds.CASCADE, "out": self.out, "stages": [asdict(s) for s in self.stages]}
 
     def to_markdown(self) -> str:
         lines = ["# Cascaded fine-tuning", "", f"Output: `{self.out}`", "",

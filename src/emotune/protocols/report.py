@@ -14,8 +14,10 @@ from typing import Any
 
 import yaml
 
+from .. import kinds
 from ..errors import BadInputError
 from ..io import atomic_write_text
+from ..tables import render_table
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 COLUMNS = ["run", "kind", "n", "accuracy", "balanced accuracy", "macro-F1", "backbone", "data"]
@@ -98,21 +100,36 @@ def row_from_train(path: Path) -> ReportRow:
     return ReportRow(str(path), "train", n, scores, {}, cfg.get("backbone") or card.get("backbone", ""), data, note)
 
 
+def _row(kind: str | None, folder: Path, d: dict[str, Any]) -> ReportRow | None:
+    """The row builder for a result file's kind (its `kind` field, see emotune.kinds); None for other kinds."""
+    if kind == kinds.kind_name(kinds.CV):
+        return row_from_cv(folder, d)
+    if kind == kinds.kind_name(kinds.EVAL):
+        return row_from_eval(folder, d)
+    if kind == kinds.kind_name(kinds.TRAIN):
+        return row_from_train(folder)
+    return None
+
+
 def load_run(path: str | Path) -> ReportRow:
-    """A row for a cv folder, an evaluate --out folder or a train run folder (or one of their JSON files)."""
+    """A row for a cv folder, an evaluate --out folder or a train run folder (or one of their JSON files), by the
+    `kind` each result file carries (older files without one: by their name)."""
     p = Path(path)
     if p.is_file() and p.suffix == ".json":
-        if p.name in ("cv.json", "eval.json"):
-            d = _json(p)
-            return row_from_cv(p.parent, d) if p.name == "cv.json" else row_from_eval(p.parent, d)
-        p = p.parent
+        d = _json(p)
+        row = _row(kinds.kind_of(d, p.name), p.parent, d)
+        if row is None:
+            raise BadInputError(p, f"not a cv, eval or train result (kind {d.get('kind')!r})")
+        return row
     if not p.is_dir():
         raise BadInputError(p, "no such run folder")
-    if (p / "cv.json").is_file():
-        return row_from_cv(p, _json(p / "cv.json"))
-    if (p / "eval.json").is_file():
-        return row_from_eval(p, _json(p / "eval.json"))
-    if (p / "summary.json").is_file() or (p / "best.json").is_file():
+    for name in ("cv.json", "eval.json", "summary.json"):
+        if (p / name).is_file():
+            d = _json(p / name)
+            row = _row(kinds.kind_of(d, name), p, d)
+            if row is not None:
+                return row
+    if (p / "best.json").is_file():
         return row_from_train(p)
     raise BadInputError(p, "not a run folder: expected cv.json (emotune cv), eval.json (emotune evaluate --out) "
                            "or summary.json/best.json (emotune train)")
@@ -125,13 +142,10 @@ def _cell(v: float | None, std: float | None) -> str:
 
 
 def render_markdown(rows: list[ReportRow]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|---" * len(COLUMNS) + "|"]
-    for r in rows:
-        cells = [r.run, r.kind, "-" if r.n is None else str(r.n)] + [_cell(r.scores.get(m), r.std.get(m)) for m in METRICS]
-        cells += [r.backbone or "-", r.data or "-"]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    cells = [[r.run, r.kind, "-" if r.n is None else str(r.n), *(_cell(r.scores.get(m), r.std.get(m)) for m in METRICS),
+              r.backbone or "-", r.data or "-"] for r in rows]
     notes = [f"- `{r.run}`: {r.note}" for r in rows if r.note]
-    text = "# Runs side by side\n\n" + "\n".join(lines) + "\n"
+    text = "# Runs side by side\n\n" + render_table(COLUMNS, cells) + "\n"
     text += "\ncv: mean ± std over folds of the held-out fold scores; train: validation scores of the best epoch; eval: the evaluated data.\n"
     return text + ("\n" + "\n".join(notes) + "\n" if notes else "")
 

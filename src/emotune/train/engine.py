@@ -41,6 +41,7 @@ from ..device import pick_device
 from ..errors import ConfigError
 from ..evaluate import Metrics, compute_metrics, plot_confusion, predict_probs
 from ..data.splits import sklearn_notes
+from .. import kinds
 from ..io import atomic_write, atomic_write_json, atomic_write_text, check_writable_dir
 from ..models import ModelCard, create_model, get_model_config, normalisation, save_checkpoint
 from ..taxonomy import resolve_labels
@@ -611,7 +612,7 @@ def train(cfg: TrainConfig, report_skipped: bool = True) -> TrainResult:
         tdist.destroy_process_group()
     if not dist.main:
         return result
-    atomic_write_json(run / "summary.json", {"best_epoch": best_epoch, "monitor": cfg.monitor, "monitor_source": cfg.monitor_source,
+    atomic_write_json(run / "summary.json", {"kind": kinds.TRAIN, "best_epoch": best_epoch, "monitor": cfg.monitor, "monitor_source": cfg.monitor_source,
                                              "best": result.best_metrics,
                                              **({"best_per_source": best["per_source"]} if "per_source" in best else {}),
                                              "epochs_run": len(history), "stopped_early": stopped_early, "data": data.describe,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ... import kinds
 from ...data.splits import sklearn_notes
 from ...io import atomic_write_json, atomic_write_text
 
@@ -133,7 +134,7 @@ class CVResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["kind"] = "cv"
+        d["kind"] = kinds.CV
         d["folds_ok"] = sum(f.ok for f in self.folds)
         d["folds_failed"] = len(self.failed)
         return d
