@@ -36,6 +36,15 @@ def ckplus_dir(shared_data: Path) -> Path:
 
 
 
+@pytest.fixture(autouse=True, scope="module")
+def emotune_cache(tmp_path_factory):
+    """ONNX exports go to a temporary cache per test module, never ~/.cache (a module may override this fixture)."""
+    path = tmp_path_factory.mktemp("emotune_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMOTUNE_CACHE", str(path))
+        yield path
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """Tests run tiny tensors: with 2 OpenMP threads on a busy 2-core box each small op waits on a busy core and the

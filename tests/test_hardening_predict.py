@@ -34,13 +34,6 @@ SIZE = 32
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def emotune_cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("emotune_cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMOTUNE_CACHE", str(path))
-        yield path
-
 
 def _tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)

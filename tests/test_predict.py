@@ -59,14 +59,6 @@ def shared(rel: str) -> Path:
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def emotune_cache(tmp_path_factory):
-    """ONNX exports go to a temporary cache, never ~/.cache."""
-    path = tmp_path_factory.mktemp("emotune_cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMOTUNE_CACHE", str(path))
-        yield path
-
 
 def _tiny_checkpoint(folder: Path, in_chans: int, seed: int) -> Path:
     torch.manual_seed(seed)
