@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from importlib import import_module
 
 import pytest
@@ -55,3 +56,17 @@ def test_models_lists_backbones_as_a_text_table(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["name", "timm", "model"]
     assert "mobilenetv2" in {line.split()[0] for line in lines[1:]}
+
+
+@pytest.mark.parametrize("bad", ["file", "proc"])
+def test_evaluate_checks_its_out_folder_before_any_work(tmp_path, capsys, bad):
+    """`evaluate --out` naming a file or an unwritable place is refused in one line before the data is even read
+    (the data folder here does not exist: reaching it would be a different error)."""
+    out = tmp_path / "taken.txt" if bad == "file" else Path("/proc/emotune-eval")
+    if bad == "file":
+        out.write_text("mine")
+    rc = cli.main(["evaluate", "--data", str(tmp_path / "no-such-data"), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("emotune: error: --out ") and str(out) in err[0]
+    if bad == "file":
+        assert out.read_text() == "mine"

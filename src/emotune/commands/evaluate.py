@@ -32,7 +32,10 @@ def add_evaluate_arguments(e: argparse.ArgumentParser) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from .. import evaluate
+    from ..io import check_writable_dir, remove_stale_temps
 
+    if args.out:  # before the work: a whole evaluation must not be lost to an unwritable folder
+        remove_stale_temps(check_writable_dir(args.out, "--out"))
     drop = [s for s in (args.drop_labels or "").split(",") if s]
     if args.detect:
         report = evaluate.evaluate_photos(args.model, args.data, args.data_format, args.split, drop, args.drop_unknown_labels,
