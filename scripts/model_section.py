@@ -12,6 +12,7 @@ import platform
 from pathlib import Path
 
 from emotune.io import atomic_write_text
+from emotune.tables import confusion_table, render_table
 from emotune.models.card import read_card
 
 START, END = "<!-- default-model:start -->", "<!-- default-model:end -->"
@@ -31,14 +32,13 @@ def render(report: dict, card, machine: str) -> str:
              f"with {trained}{stages}, best epoch ({card.metrics.get('epoch')}) chosen on `val/`, "
              f"{(Path('src/emotune/weights') / card.weights_file).stat().st_size / 2**20:.1f} MB. "
              f"FER2013 `test/` (PrivateTest), scored once after training, {tta}:", "",
-             "| metric | FER2013 test |", "|---|---|",
-             f"| accuracy | **{report['accuracy']:.4f}** |", f"| balanced accuracy | {report['balanced_accuracy']:.4f} |",
-             f"| macro-F1 | {report['macro_f1']:.4f} |", f"| images | {report['n']} |", "",
-             "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    lines += [f"| {c['label']} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |" for c in report["per_class"]]
-    lines += ["", "Confusion matrix (rows: true, columns: predicted):", "",
-              "| true \\ pred | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
-    lines += [f"| {t} | " + " | ".join(str(v) for v in row) + " |" for t, row in zip(labels, report["confusion"])]
+             render_table(["metric", "FER2013 test"], [["accuracy", f"**{report['accuracy']:.4f}**"],
+                                                        ["balanced accuracy", f"{report['balanced_accuracy']:.4f}"],
+                                                        ["macro-F1", f"{report['macro_f1']:.4f}"], ["images", report["n"]]]), "",
+             render_table(["class", "precision", "recall", "F1", "support"],
+                          [[c["label"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
+                           for c in report["per_class"]]),
+             "", "Confusion matrix (rows: true, columns: predicted):", "", confusion_table(labels, report["confusion"])]
     train_cmds = ", then ".join(f"`emotune train --config {r}`" for r in recipes)
     tta_flag = " --tta" if report.get("tta") else ""
     lines += ["", f"Reproduce: {train_cmds}, then "

@@ -17,6 +17,7 @@ from typing import Any
 from .. import kinds
 from ..errors import ConfigError, EmotuneError
 from ..io import atomic_write_json, atomic_write_text
+from ..tables import render_table
 from ..train.config import load_yaml, make_config
 
 
@@ -42,18 +43,17 @@ class CascadeResult:
         return {"kind": kinds.CASCADE, "out": self.out, "stages": [asdict(s) for s in self.stages]}
 
     def to_markdown(self) -> str:
-        lines = ["# Cascaded fine-tuning", "", f"Output: `{self.out}`", "",
-                 "| # | stage | started from | status | best epoch | val accuracy | val balanced acc. | val macro-F1 | head |",
-                 "|---|---|---|---|---|---|---|---|---|"]
+        rows = []
         for i, s in enumerate(self.stages, 1):
             b = s.best
             head = ""
             if s.head_remap:
                 head = f"kept {len(s.head_remap['kept'])}, new {s.head_remap['new'] or '-'}, dropped {s.head_remap['dropped'] or '-'}"
             cells = [f"{b[k]:.4f}" if k in b else "-" for k in ("val_accuracy", "val_balanced_accuracy", "val_macro_f1")]
-            lines.append(f"| {i} | {s.name} | `{s.started_from}` | {s.status}{': ' + s.error if s.error else ''} | "
-                         f"{s.best_epoch} | {' | '.join(cells)} | {head} |")
-        return "\n".join(lines) + "\n"
+            rows.append([i, s.name, f"`{s.started_from}`", s.status + (f": {s.error}" if s.error else ""), s.best_epoch, *cells, head])
+        table = render_table(["#", "stage", "started from", "status", "best epoch", "val accuracy", "val balanced acc.",
+                              "val macro-F1", "head"], rows)
+        return f"# Cascaded fine-tuning\n\nOutput: `{self.out}`\n\n{table}\n"
 
 
 STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
