@@ -1,6 +1,6 @@
 """Benchmark: leave-one-source-out on faces from other sources (issue 14), end to end, with intervals over subjects.
 
-    emotune faces crop --data ../shared/data/taiwanese --out crops/taiwanese        # once: training crops
+    emotune faces crop --data ../shared/data/taiwanese --out runs/crops/taiwanese       # once: training crops
     python benchmarks/loso_faces.py --config configs/loso_faces.yaml                 # the full table (GPU: hours)
     python benchmarks/loso_faces.py --config configs/loso_faces_cpu.yaml --out runs/loso_cpu   # CPU-sized version
 

@@ -52,7 +52,8 @@ def config(lab, tw, wild, wild_val, **over) -> dict:
                 "test": {"data": str(lab), "group": "subject"}},
                {"name": "tw", "data": str(tw), "soft_labels": "votes", "val_fraction": 0.2, "weight": 1,
                 "test": {"data": str(tw), "group": "subject"}},
-               {"name": "wild", "data": str(wild), "val_data": str(wild_val), "weight": 1, "test": {"data": str(wild_val)}}]}
+               {"name": "wild", "data": str(wild), "val_data": str(wild_val), "weight": 1, "test": {"data": str(wild_val)},
+                "train_when_left_out": {"lr": 0.02}}]}
     raw.update(over)
     return raw
 
@@ -78,6 +79,10 @@ def test_loso_end_to_end_on_tiny_sources(sources, tmp_path, monkeypatch):
     # soft targets reached training: the tw source's votes were read
     summary = json.loads((tmp_path / "runs" / "without_lab" / "summary.json").read_text())
     assert summary["data"]["soft_targets"] is True
+    import yaml
+
+    lrs = {f: yaml.safe_load((tmp_path / "runs" / f / "config.yaml").read_text())["lr"] for f in ("without_lab", "without_wild")}
+    assert lrs == {"without_lab": 0.01, "without_wild": 0.02}  # train_when_left_out applies to its own fold only
     md = (tmp_path / "runs" / "loso.md").read_text()
     assert "| tw | recipe | lab, wild | 24 | 3 |" in md and "| lab | wild only | wild |" in md and "Recipe vs baseline" in md
     assert json.loads((tmp_path / "runs" / "loso.json").read_text())["kind"] == "emotune-loso/1"

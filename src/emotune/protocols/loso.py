@@ -15,7 +15,7 @@ Recipes are chosen on this table, never on a test split (issue 14). Config (YAML
         label_map: {contempt: null}
         test: {data: ../shared/data/ckplus48, group: subject, scale: 4, pad: 96}   # 48 px crops -> photos
       - name: taiwanese
-        data: crops/taiwanese    # `emotune faces crop` output, for training
+        data: runs/crops/taiwanese   # `emotune faces crop` output, for training
         soft_labels: votes
         test: {data: ../shared/data/taiwanese, group: subject}                       # the photos themselves
       - name: fer2013
@@ -23,7 +23,9 @@ Recipes are chosen on this table, never on a test split (issue 14). Config (YAML
         val_data: ../shared/data/fer2013/val
         test: {data: ../shared/data/fer2013/val, scale: 4, pad: 96}                  # no subjects: images are clusters
 
-A source without `test:` is always trained on, never left out. Each fold's run lives in OUT/<left-out>/ (resumed if
+A source may also say `train_when_left_out: {...}` (TrainConfig keys) for its own fold: the FER2013 fold must not start
+from weights trained on FER2013 (today's bundled model), so it starts from ImageNet instead. A source without `test:` is
+always trained on, never left out. Each fold's run lives in OUT/<left-out>/ (resumed if
 interrupted, skipped if finished); OUT/loso.json and OUT/loso.md hold the table.
 """
 from __future__ import annotations
@@ -70,6 +72,7 @@ class LosoConfig:
     sources: list[dict[str, Any]]
     tests: dict[str, TestSpec]
     detector: str = "yunet"
+    fold_train: dict[str, dict[str, Any]] = field(default_factory=dict)  # per left-out source: train overrides
     baseline: str | None = None
     bootstrap: int = 2000
     seed: int = 0
@@ -93,9 +96,15 @@ def parse_config(raw: dict[str, Any], where: str = "loso config") -> LosoConfig:
         raise ConfigError(f"{where}: train: {clash} are set by the protocol per fold; remove them")
     sources = [dict(s) for s in raw.get("sources") or []]
     tests: dict[str, TestSpec] = {}
+    fold_train: dict[str, dict[str, Any]] = {}
     plain = []
     for i, s in enumerate(sources):
         test = s.pop("test", None)
+        extra = s.pop("train_when_left_out", None)
+        if extra is not None:
+            if not isinstance(extra, dict) or sorted(set(extra) - set(_field_types())):
+                raise ConfigError(f"{where}: sources[{i}].train_when_left_out must be TrainConfig options, got {extra!r}")
+            fold_train[str(s.get("name") or f"source{i + 1}")] = dict(extra)
         plain.append(s)
         if test is None:
             continue
@@ -117,7 +126,7 @@ def parse_config(raw: dict[str, Any], where: str = "loso config") -> LosoConfig:
     baseline = raw.get("baseline")
     if baseline is not None and baseline not in names:
         raise ConfigError(f"{where}: baseline {baseline!r} is not one of the sources {names}")
-    return LosoConfig(str(raw.get("labels", "basic7")), train, plain, tests, str(raw.get("detector", "yunet")), baseline,
+    return LosoConfig(str(raw.get("labels", "basic7")), train, plain, tests, str(raw.get("detector", "yunet")), fold_train, baseline,
                       int(raw.get("bootstrap", 2000)), int(raw.get("seed", 0)), int(raw.get("max_test", 0)))
 
 
@@ -267,7 +276,8 @@ def train_fold(cfg: LosoConfig, fold: Fold, out: Path, show: bool = True) -> Pat
     run = out / fold.name
     if (run / "summary.json").is_file():
         return run
-    values = {**copy.deepcopy(cfg.train), "sources": copy.deepcopy(fold.sources), "labels": cfg.labels, "out": str(run),
+    extra = cfg.fold_train.get(fold.left_out, {}) if fold.left_out else {}
+    values = {**copy.deepcopy(cfg.train), **copy.deepcopy(extra), "sources": copy.deepcopy(fold.sources), "labels": cfg.labels, "out": str(run),
               "progress": show, "resume": (run / "train_state.safetensors").is_file()}
     train(make_config(values))
     return run
@@ -295,10 +305,12 @@ def run_loso(cfg: LosoConfig, out: str | Path, device: str = "auto", show: bool 
         for name in fold.tests:
             res = score_end_to_end(run, tests[name], cfg.tests[name], cfg.detector, device, show, cfg.bootstrap, cfg.seed)
             rows.append({"left_out": name, "model": "recipe" if fold.left_out else f"{cfg.baseline} only", "run": fold.name,
-                         "trained_on": [s.get("name") for s in fold.sources], **res})
+                         "trained_on": [s.get("name") for s in fold.sources],
+                         "train_overrides": cfg.fold_train.get(fold.left_out, {}) if fold.left_out else {}, **res})
             print(f"loso: {fold.name} on {name}: accuracy {res['accuracy']:.3f}, macro-F1 {res['macro_f1']:.3f} "
                   f"({res['n']} photos, {res['no_face']} without a face)", file=sys.stderr, flush=True)
-    result = {"kind": KIND, "labels": list(labels), "detector": cfg.detector, "train": cfg.train, "baseline": cfg.baseline,
+    result = {"kind": KIND, "labels": list(labels), "detector": cfg.detector, "train": cfg.train, "fold_train": cfg.fold_train,
+              "baseline": cfg.baseline,
               "bootstrap": cfg.bootstrap, "sources": cfg.sources, "tests": {k: dataclasses.asdict(v) for k, v in cfg.tests.items()},
               "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
     atomic_write_json(out / "loso.json", result)
@@ -336,6 +348,8 @@ def markdown(result: dict[str, Any], command: str | None = None, machine: str | 
                for k, v in sorted(wins.items()) for b in v if b != "recipe" and "recipe" in v]
     if verdict:
         lines += ["", "Recipe vs baseline (accuracy): " + "; ".join(verdict) + "."]
+    for name, extra in sorted((result.get("fold_train") or {}).items()):
+        lines += ["", f"Fold without {name} trained with {', '.join(f'{k}: {v}' for k, v in extra.items())} (in place of the recipe's)."]
     if command:
         lines += ["", "## Command", "", f"`{command}`"]
     if machine:
