@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,9 +54,27 @@ def test_run_directory_contents_and_reload(tmp_path, faces):
     assert card["labels"] == ["happy", "neutral", "sad", "surprise"]  # auto: canonical order of those present
     assert card["input_size"] == 32 and card["channels"] == "rgb" and len(card["sha256"]) == 64
     assert card["metrics"]["val"]["accuracy"] == pytest.approx(float(rows[res.best_epoch - 1]["val_accuracy"]), abs=1e-4)
+    assert card["source_size"] == 40  # every training face is 40 px square: photos are resampled through 40 px too
     model, loaded = load_checkpoint(run)
     assert loaded.labels == card["labels"]
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 4)
+
+
+def test_source_size_is_recorded_only_for_one_square_size(tmp_path, faces):
+    """`--source-size` -1 (default) records the training faces' common side; 0 turns it off; mixed sizes give 0."""
+    from emotune.data.dataset import prepare_samples
+    from emotune.data.sources import load_samples
+
+    prep, _ = prepare_samples(load_samples(faces), "rgb", show=False)
+    assert prep.native_side() == 40
+    mixed = tmp_path / "mixed"
+    shutil.copytree(faces, mixed)
+    first = sorted((mixed / "happy").iterdir())[0]
+    Image.open(first).resize((50, 50)).save(first)
+    prep, _ = prepare_samples(load_samples(mixed), "rgb", show=False)
+    assert prep.native_side() == 0
+    res = train(cfg(tmp_path, faces, epochs=1, source_size=0, out=str(tmp_path / "off")))
+    assert json.loads((res.run_dir / "best.json").read_text())["source_size"] == 0
 
 
 def test_learns_the_synthetic_task(tmp_path, faces):

@@ -1,6 +1,7 @@
 """A torch Dataset over samples, with up-front validation so bad files are reported once, by name."""
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +28,14 @@ class PreparedData:
 
     samples: list[Sample]
     skipped: list[Skipped] = field(default_factory=list)
+    sizes: Counter = field(default_factory=Counter)  # (width, height) -> count over the good images
+
+    def native_side(self) -> int:
+        """The side of the data's faces when every image is the same square size (FER2013, CK+ crops: 48), else 0."""
+        if len(self.sizes) != 1:
+            return 0
+        (w, h), = self.sizes
+        return w if w == h else 0
 
 
 def filter_labels(samples: Sequence[Sample], labels: Sequence[str], drop: Sequence[str] = (), where: str = "data") -> list[Sample]:
@@ -58,7 +67,7 @@ def prepare_samples(samples: Sequence[Sample], channels: str, on_bad: str = "ski
     """Decode every image once: drop (or fail on) bad ones; optionally keep the decoded pixels in memory."""
     if on_bad not in ("skip", "fail"):
         raise ValueError(f"on_bad must be 'skip' or 'fail', not {on_bad!r}")
-    good, skipped, cached = [], [], [] if cache else None
+    good, skipped, cached, sizes = [], [], [] if cache else None, Counter()
     for s in progress(samples, show, desc=desc):
         try:
             img = load_pil(s, channels)
@@ -68,12 +77,13 @@ def prepare_samples(samples: Sequence[Sample], channels: str, on_bad: str = "ski
             skipped.append(Skipped(exc.where, exc.problem))
             continue
         good.append(s)
+        sizes[img.size] += 1
         if cached is not None:
             cached.append(np.asarray(img))
     if not good:
         example = f"; e.g. {skipped[0].where}: {skipped[0].problem}" if skipped else ""
         raise BadInputError("data", f"no usable images out of {len(samples)} ({len(skipped)} bad){example}")
-    return PreparedData(good, skipped), cached
+    return PreparedData(good, skipped, sizes), cached
 
 
 def soft_vector(sample: Sample, labels: Sequence[str]) -> torch.Tensor:

@@ -45,6 +45,9 @@ class TrainConfig:
     backbone: str = opt("mobilenetv2", "registry name (emotune models) or any timm model name")
     pretrained: str | None = opt(None, "none, hub (default hub weights), a timm tag, or a local weight file")
     img_size: int = opt(0, "input size in pixels (0 = the backbone's default)")
+    source_size: int = opt(-1, "side of the training faces before resizing to --img-size, recorded in the model card so "
+                               "that predict resamples photo crops the same way (-1 = the training images' own size when "
+                               "they are all one square size, e.g. 48 for FER2013; 0 = none)")
     channels: str = opt("rgb", "feed the model rgb or grayscale input", ("rgb", "grayscale"))
     head: str = opt("linear", "classifier head: the backbone's own linear head, or multi-level feature fusion",
                     ("linear", "fusion_concat", "fusion_weighted"))

@@ -134,6 +134,7 @@ class DataBundle:
     skipped: list[Skipped]
     describe: dict[str, Any]
     sources: list = field(default_factory=list)  # SourceSpec per merged dataset
+    native_side: int = 0  # the training images' common square size (FER2013: 48), 0 when they differ
 
     def per_source_metrics(self, targets: np.ndarray, preds: np.ndarray) -> dict[str, dict[str, float]]:
         """Validation metrics of each merged source (empty for a single dataset)."""
@@ -182,7 +183,7 @@ def build_data(cfg: TrainConfig, size: int, mean, std) -> DataBundle:
                 "skipped": len(tr_prep.skipped) + len(va_prep.skipped), "soft_targets": soft,
                 **(merged.describe if merged is not None else {})}
     specs = parse_sources(cfg.sources) if cfg.sources else []
-    return DataBundle(labels, train_ds, val_ds, soft, tr_prep.skipped + va_prep.skipped, describe, specs)
+    return DataBundle(labels, train_ds, val_ds, soft, tr_prep.skipped + va_prep.skipped, describe, specs, tr_prep.native_side())
 
 
 def draw_weights(cfg: TrainConfig, data: DataBundle) -> np.ndarray | None:
@@ -505,6 +506,7 @@ def train(cfg: TrainConfig, report_skipped: bool = True) -> TrainResult:
 
     card = ModelCard(backbone=cfg.backbone, labels=list(data.labels), input_size=size, mean=list(mean), std=list(std),
                      channels=cfg.channels, in_chans=in_chans, license=mcfg.license,
+                     source_size=cfg.source_size if cfg.source_size >= 0 else data.native_side,
                      head=model.head_spec() if hasattr(model, "head_spec") else {"type": "linear"},
                      training={"data": data.describe, "pretrained": cfg.pretrained, "epochs": cfg.epochs, "strategy": cfg.strategy,
                                "optimizer": cfg.optimizer, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed,
