@@ -61,6 +61,24 @@ def predict_probs(model: nn.Module, loader: DataLoader, device: torch.device, tt
     return np.concatenate(probs), np.concatenate(targets), loss_sum / max(n, 1)
 
 
+@torch.no_grad()
+def predict_outputs(model: nn.Module, loader: DataLoader, device: torch.device, num_classes: int, tta: bool = False,
+                    progress: bool = False, desc: str = "evaluating") -> tuple[np.ndarray, np.ndarray]:
+    """For a model with continuous targets: predictions N x (K + T) ([class probabilities, targets clipped to
+    [-1, 1]], models/heads.py `predictions`) and the dataset's N x (1 + T) target vectors [class index or -100,
+    targets or NaN]. With `tta`, the mean of the image's and its mirror's predictions (`flip_tta`)."""
+    from ..models.heads import predictions
+
+    model.eval()
+    preds, ys = [], []
+    for x, y in progress_bar(loader, progress, desc=desc):
+        x = x.to(device, non_blocking=True)
+        fn = lambda t: predictions(model(t), num_classes)  # noqa: E731
+        preds.append((flip_tta(fn, x) if tta else fn(x)).cpu().numpy())
+        ys.append(y.numpy())
+    return np.concatenate(preds), np.concatenate(ys)
+
+
 def evaluate_dataset(model_path: str | Path, data: str | Path, data_format: str = "auto", split: str | None = None,
                      ferplus_mode: str = "majority", drop_labels: Sequence[str] = (), drop_unknown_labels: bool = False,
                      batch_size: int = 128, tta: bool = False, on_bad: str = "skip", workers: int = 0,
