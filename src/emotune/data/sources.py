@@ -129,7 +129,9 @@ def load_manifest(path: str | Path, split: str | None = None, subject_pattern: s
     missing = need - set(header)
     if missing:
         raise BadInputError(path, f"manifest lacks column(s) {sorted(missing)}; found {header}; expected "
-                                  f"path,label[,subject][,group][,split]" + "".join(f",{t.column}" for t in specs))
+                                  f"path,label[,subject][,group][,split]" + "".join(f",{t.column}" for t in specs)
+                                  + ("" if specs or "label" not in missing else
+                                     " (a set without classes needs --targets, and a model with continuous targets)"))
     no_scale = [t.column for t in specs if t.scale is None]
     if no_scale:
         raise BadInputError(path, f"cannot infer the scale of target column(s) {no_scale} of a manifest; give it, e.g. "
@@ -140,7 +142,7 @@ def load_manifest(path: str | Path, split: str | None = None, subject_pattern: s
         rel = (row.get("path") or "").strip()
         if not rel:
             raise BadInputError(where, "empty path")
-        if row.get("label") is None:
+        if any(row.get(h) is None for h in need):
             raise BadInputError(where, "row has too few fields")
         row_split = (row.get("split") or "").strip() or None
         if split is not None and row_split != split:
