@@ -203,3 +203,32 @@ def test_regression_only_and_refusals(tmp_path, scenes):
 
     with pytest.raises(ConfigError, match="classification model cannot be scored on images without a class"):
         labelled_samples(["positive", "negative"], scenes.parent / "iaps.csv")
+
+
+# ============================================================== cross-validation
+def test_cv_regression_grouped_and_stratified_on_binned_targets(tmp_path, scenes):
+    from emotune.data.sources import load_manifest
+    from emotune.protocols.cv.folds import assign_folds, read_folds_csv
+    from emotune.protocols.cv.runner import run_cv
+
+    samples = load_manifest(scenes, targets=["valence_mean"], target_scale="1,7")
+    plan = assign_folds(samples, 3, "group", stratify=True, seed=0)
+    assert plan.scheme == "StratifiedGroupKFold"
+    by_group = {}
+    for s, f in zip(samples, plan.fold_of):
+        by_group.setdefault(s.group, set()).add(f)
+    assert all(len(v) == 1 for v in by_group.values())  # no group crosses folds
+    for f in (1, 2, 3):  # every fold spans the valence range
+        vals = [s.targets["valence"] for s, g in zip(samples, plan.fold_of) if g == f]
+        assert min(vals) < -0.3 and max(vals) > 0.3
+    cfg = make_config({**BASE, "data": str(scenes), "out": str(tmp_path / "cv"), "epochs": 1, "targets": ["valence_mean"],
+                       "target_scale": "1,7"})
+    res = run_cv(cfg, 2, "group", True)
+    assert not res.failed, [f.error for f in res.failed]
+    assert {"accuracy", "ccc", "valence_ccc", "valence_sagr"} <= set(res.mean) and res.std["valence_ccc"] >= 0
+    md = (tmp_path / "cv" / "cv.md").read_text()
+    assert "valence CCC" in md and "±" in md
+    back, folds = read_folds_csv(tmp_path / "cv" / "folds.csv")
+    assert back[0].targets["valence"] == pytest.approx(samples[0].targets["valence"], abs=1e-6) and back[0].group == "g0"
+    card = json.loads((tmp_path / "cv" / "fold_1" / "best.json").read_text())
+    assert card["targets"][0]["scale"] == [1.0, 7.0]  # fold models keep the source scale

@@ -16,6 +16,13 @@ from dataclasses import dataclass
 from ..errors import BadInputError, ConfigError
 
 UNIT: tuple[float, float] = (-1.0, 1.0)
+SCALED_COLUMN = re.compile(r"(\w+)@(-?[\d.]+):(-?[\d.]+)")
+
+
+def scaled_column(name: str, scale: Sequence[float] | None) -> str:
+    """The self-describing column a fold manifest writes a target to: `valence@1:7` (values on that scale)."""
+    lo, hi = scale or UNIT
+    return f"{name}@{lo:g}:{hi:g}"
 
 
 def to_unit(value: float, scale: Sequence[float]) -> float:
@@ -76,7 +83,9 @@ def parse_targets(columns: Sequence[str], scale: str | Sequence[float] | None = 
         col = col.strip()
         if not col:
             raise ConfigError(f"--targets: empty column in {list(columns)}")
-        specs.append(TargetSpec(name.strip() or target_name(col), col, sc))
+        m = SCALED_COLUMN.fullmatch(col)  # "valence@1:7": a fold manifest's column that carries its scale
+        specs.append(TargetSpec(name.strip() or (m.group(1) if m else target_name(col)), col,
+                                sc or ((float(m.group(2)), float(m.group(3))) if m else None)))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"--targets: two columns give the same output name {names}; name them (name=column)")
