@@ -64,10 +64,11 @@ def split_outputs(out: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, to
     return out[:, :num_classes], out[:, num_classes:]
 
 
-def predictions(out: torch.Tensor, num_classes: int) -> torch.Tensor:
+def predictions(out: torch.Tensor, num_classes: int, num_targets: int | None = None) -> torch.Tensor:
     """Raw outputs -> [class probabilities (softmax), targets clipped to [-1, 1]], N x (K + T) float32."""
     logits, targets = split_outputs(out.float(), num_classes)
-    parts = ([torch.softmax(logits, dim=1)] if num_classes else []) + ([targets.clamp(-1.0, 1.0)] if targets.shape[1] else [])
+    t = int(targets.shape[1]) if num_targets is None else num_targets
+    parts = ([torch.softmax(logits, dim=1)] if num_classes else []) + ([targets.clamp(-1.0, 1.0)] if t else [])
     return torch.cat(parts, dim=1)
 
 
@@ -82,5 +83,5 @@ class NamedOutputs(nn.Module):
         return (["probs"] if self.k else []) + (["targets"] if self.t else [])
 
     def forward(self, x: torch.Tensor):
-        out = predictions(self.model(x), self.k)
+        out = predictions(self.model(x), self.k, self.t)
         return tuple(o for o, n in ((out[:, :self.k], self.k), (out[:, self.k:], self.t)) if n)

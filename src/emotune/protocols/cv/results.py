@@ -158,7 +158,7 @@ class CVResult:
 
     def to_markdown(self) -> str:
         ok = sum(f.ok for f in self.folds)
-        group = "subject-grouped" if self.group_by == "subject" else "not grouped"
+        group = {"subject": "subject-grouped", "group": "group-kept (duplicates, themes, videos)"}.get(self.group_by, "not grouped")
         lines = [f"# Cross-validation: {self.backbone} on `{self.data}`", "",
                  f"{self.k} folds ({self.scheme}, {group}{', stratified' if self.stratify else ''}, seed {self.seed}); "
                  f"{self.n} images, {self.subjects} subjects; {ok}/{len(self.folds)} folds finished"
