@@ -1,7 +1,11 @@
 """One canonical label vocabulary, so datasets with different spellings can be merged and compared.
 
-`basic7` is the FER2013 set; `basic8` adds contempt (CK+, FER+). Every label read from a dataset goes
-through :func:`canonical_label`; an unknown name is an error, never a silent new class.
+`basic7` is the FER2013 set; `basic8` adds contempt (CK+, FER+). Scene sets have their own: `sentiment2` (positive,
+negative: Twitter I, visual sentiment) and `mikels8` (Mikels et al. 2005: amusement, awe, contentment, excitement,
+anger, disgust, fear, sadness: FI, EmoSet, ArtPhoto). Mikels' negative four share the canonical names of basic7
+(anger -> angry, sadness -> sad, disgust, fear), so a face set and a scene set can be merged or compared by name.
+Every label read from a dataset goes through :func:`canonical_label`; an unknown name is an error, never a silent
+new class.
 """
 from __future__ import annotations
 
@@ -11,7 +15,11 @@ from .errors import LabelError
 
 BASIC7: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 BASIC8: tuple[str, ...] = BASIC7 + ("contempt",)
-TAXONOMIES: dict[str, tuple[str, ...]] = {"basic7": BASIC7, "basic8": BASIC8}
+SENTIMENT2: tuple[str, ...] = ("positive", "negative")
+MIKELS8: tuple[str, ...] = ("amusement", "awe", "contentment", "excitement", "angry", "disgust", "fear", "sad")
+TAXONOMIES: dict[str, tuple[str, ...]] = {"basic7": BASIC7, "basic8": BASIC8, "sentiment2": SENTIMENT2, "mikels8": MIKELS8}
+# the order `labels: auto` lists the labels found in a dataset in
+CANONICAL_ORDER: tuple[str, ...] = BASIC8 + tuple(c for c in MIKELS8 if c not in BASIC8) + SENTIMENT2
 
 SYNONYMS: dict[str, str] = {
     "anger": "angry", "angry": "angry", "an": "angry", "mad": "angry",
@@ -22,6 +30,14 @@ SYNONYMS: dict[str, str] = {
     "sad": "sad", "sadness": "sad", "sa": "sad",
     "surprise": "surprise", "surprised": "surprise", "su": "surprise",
     "contempt": "contempt", "contemptuous": "contempt", "co": "contempt",
+    # sentiment (Twitter I, visual sentiment sets)
+    "positive": "positive", "pos": "positive", "+": "positive",
+    "negative": "negative", "neg": "negative", "-": "negative",
+    # Mikels' eight (FI, EmoSet, ArtPhoto); anger/sadness/disgust/fear are above
+    "amusement": "amusement", "amused": "amusement", "amusing": "amusement", "fun": "amusement",
+    "awe": "awe", "awed": "awe", "awesome": "awe", "wonder": "awe",
+    "contentment": "contentment", "content": "contentment", "contented": "contentment", "serenity": "contentment",
+    "excitement": "excitement", "excited": "excitement", "exciting": "excitement", "excite": "excitement",
 }
 
 # FER2013's integer codes (the `emotion` column of fer2013.csv).
@@ -37,7 +53,7 @@ def canonical_label(name: str, where: str = "label") -> str:
     key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
     if key in SYNONYMS:
         return SYNONYMS[key]
-    raise LabelError(where, f"unknown emotion label {name!r}; known: {', '.join(BASIC8)} (and usual synonyms)")
+    raise LabelError(where, f"unknown emotion label {name!r}; known: {', '.join(CANONICAL_ORDER)} (and usual synonyms)")
 
 
 def resolve_labels(spec: str | Sequence[str], present: Iterable[str] = ()) -> tuple[str, ...]:
@@ -48,7 +64,7 @@ def resolve_labels(spec: str | Sequence[str], present: Iterable[str] = ()) -> tu
         if spec != "auto":
             return resolve_labels([s for s in spec.split(",") if s.strip()])
         seen = set(present)
-        ordered = [c for c in BASIC8 if c in seen]
+        ordered = [c for c in CANONICAL_ORDER if c in seen]
         if not ordered:
             raise LabelError("labels", "no labels present in the data")
         return tuple(ordered)

@@ -9,7 +9,11 @@ import sys
 def add_evaluate_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("--model", help="run folder, model card .json or .safetensors (default: the bundled model)")
     e.add_argument("--data", required=True, help="class-folder root, manifest CSV, fer2013.csv or FER+ split folder")
-    e.add_argument("--data-format", default="auto", choices=["auto", "folder", "manifest", "fer2013csv", "ferplus"], help="dataset format (default: auto)")
+    e.add_argument("--data-format", default="auto", choices=["auto", "folder", "manifest", "fer2013csv", "ferplus", "affectnet", "afewva",
+                                                            "affwild2", "ratings", "twitter_i", "oasis"], help="dataset format (default: auto)")
+    e.add_argument("--target-scale", help="scale LO,HI of the data's target columns (default: the model card's for a manifest, "
+                                          "else the format's)")
+    e.add_argument("--tier", help="twitter_i: agreement tier agree3 (default), agree4 or agree5")
     e.add_argument("--split", help="manifest split value or FER2013 Usage (train/val/test)")
     e.add_argument("--ferplus-mode", default="majority", choices=["majority", "probability", "multi_target"], help="FER+ label mode")
     e.add_argument("--drop-labels", help="comma list of data labels to leave out (e.g. contempt for a basic7 model)")
@@ -46,7 +50,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
         report = evaluate.evaluate_dataset(args.model or default_model_path(), args.data, args.data_format, args.split,
                                            args.ferplus_mode, drop, args.drop_unknown_labels, args.batch_size, args.tta,
-                                           args.on_bad, args.workers, args.device, not args.no_progress, args.max_samples)
+                                           args.on_bad, args.workers, args.device, not args.no_progress, args.max_samples,
+                                           args.target_scale, args.tier)
     print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else report.to_markdown())
     if args.out:
         print("wrote " + ", ".join(map(str, report.write(args.out))), file=sys.stderr)

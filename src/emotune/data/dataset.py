@@ -39,10 +39,14 @@ class PreparedData:
 
 
 def filter_labels(samples: Sequence[Sample], labels: Sequence[str], drop: Sequence[str] = (), where: str = "data") -> list[Sample]:
-    """Keep samples whose label the model has; labels in `drop` are removed, any other stranger is an error."""
+    """Keep samples whose label the model has; labels in `drop` are removed, any other stranger is an error.
+    Samples without a label ("": valence/arousal-only rows) pass; the task decides what they are good for."""
     allowed, dropped = set(labels), set(drop)
     out, strangers = [], {}
     for s in samples:
+        if not s.label:
+            out.append(s)
+            continue
         if s.label in dropped:
             continue
         if s.label not in allowed:
@@ -59,7 +63,13 @@ def filter_labels(samples: Sequence[Sample], labels: Sequence[str], drop: Sequen
 def load_pil(sample: Sample, channels: str) -> Image.Image:
     if sample.pixels is not None:
         return image_from_array(sample.pixels, channels, where=sample.where)
-    return read_image(sample.path, channels)
+    img = read_image(sample.path, channels)
+    if sample.box is not None:  # a face box from the annotations (AffectNet, AFEW-VA), clipped to the image
+        x0, y0, x1, y1 = sample.box
+        box = (max(x0, 0), max(y0, 0), min(x1, img.width), min(y1, img.height))
+        if box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
+            img = img.crop(box)
+    return img
 
 
 def prepare_samples(samples: Sequence[Sample], channels: str, on_bad: str = "skip", cache: bool = False,
@@ -97,11 +107,22 @@ def soft_vector(sample: Sample, labels: Sequence[str]) -> torch.Tensor:
     return vec / total if total > 0 else torch.nn.functional.one_hot(torch.tensor(index[sample.label]), len(labels)).float()
 
 
+IGNORE_INDEX = -100  # the class index of an image without a class (cross-entropy's ignore_index)
+
+
+def target_vector(sample: Sample, labels: Sequence[str], targets: Sequence[str]) -> torch.Tensor:
+    """[class index (IGNORE_INDEX when none), *targets on [-1, 1] (NaN when not annotated)] as float32."""
+    index = labels.index(sample.label) if sample.label in labels else IGNORE_INDEX
+    values = sample.targets or {}
+    return torch.tensor([float(index), *(float(values.get(t, float("nan"))) for t in targets)], dtype=torch.float32)
+
+
 class EmotionDataset(Dataset):
-    """Yields `(image_tensor, target)`; target is a class index, or a probability vector when `soft`."""
+    """Yields `(image_tensor, target)`; target is a class index, or a probability vector when `soft`, or, for a model
+    with continuous targets (`targets` names them), a float vector [class index, *targets] (see `target_vector`)."""
 
     def __init__(self, samples: Sequence[Sample], labels: Sequence[str], transform: Callable, channels: str = "rgb",
-                 soft: bool = False, cache: list[np.ndarray] | None = None):
+                 soft: bool = False, cache: list[np.ndarray] | None = None, targets: Sequence[str] = ()):
         self.samples = list(samples)
         self.labels = tuple(labels)
         self.index = {c: i for i, c in enumerate(self.labels)}
@@ -109,7 +130,8 @@ class EmotionDataset(Dataset):
         self.channels = channels
         self.soft = soft
         self.cache = cache
-        self.targets = [self.index[s.label] for s in self.samples]
+        self.target_names = tuple(targets)
+        self.targets = [self.index.get(s.label, IGNORE_INDEX) if self.target_names else self.index[s.label] for s in self.samples]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -121,6 +143,8 @@ class EmotionDataset(Dataset):
 
     def __getitem__(self, i: int):
         x = self.transform(self.image(i))
+        if self.target_names:
+            return x, target_vector(self.samples[i], self.labels, self.target_names)
         if self.soft:
             return x, soft_vector(self.samples[i], self.labels)
         return x, self.targets[i]

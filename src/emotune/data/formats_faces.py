@@ -16,22 +16,13 @@ from pathlib import Path
 
 from ..errors import BadInputError, LabelError
 from ..taxonomy import canonical_label
-from .sources import Sample, _read_csv
+from .sources import Sample, _read_csv, register_format
 
 LABELS_CSV = "labels.csv"
 VOTES_CSV = "votes.csv"
 IMAGES_DIR = "images"
 SOFT_LABEL_MODES = ("votes",)
 VOTE_PREFIX = "vote_"
-
-
-def is_labels_folder(path: str | Path) -> bool:
-    """A folder holding `labels.csv` with `file` and `label` columns (the Taiwanese layout)."""
-    csv_path = Path(path) / LABELS_CSV
-    if not csv_path.is_file():
-        return False
-    header, _ = _read_csv(csv_path)
-    return {"file", "label"} <= set(header)
 
 
 def vote_columns(header: Sequence[str], where: str | Path) -> dict[str, str]:
@@ -126,3 +117,6 @@ def require_subjects(samples: Sequence[Sample], what: str = "grouping by subject
         if not s.subject:
             raise BadInputError(s.where, f"no subject (performer) for this image, and {what} needs one: give labels.csv "
                                          "or the manifest a `subject` column, or name CK+ files S###_...")
+
+
+register_format("taiwanese")(lambda p, o: load_taiwanese(p, split=o.split, soft_labels=o.soft_labels))

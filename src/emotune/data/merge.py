@@ -40,6 +40,9 @@ class SourceSpec:
     label_map: dict[str, str | None] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     soft_labels: str | None = None  # "votes": soft targets from the observers' vote columns (taiwanese format)
+    targets: list[str] = field(default_factory=list)  # target columns (manifest, rating table)
+    target_scale: str | None = None
+    tier: str | None = None  # twitter_i agreement tier
 
     def load(self, drop_labels: Sequence[str] = (), val: bool = False, ferplus_mode: str = "majority") -> list[Sample]:
         """This source's train (or explicit val) samples, mapped; empty class folders are excused for the labels it
@@ -47,7 +50,8 @@ class SourceSpec:
         excused = [*drop_labels, *(k for k, v in self.label_map.items() if v is None), *self.missing]
         data, split = (self.val_data or self.data, self.val_split) if val else (self.data, self.split)
         return _map(load_samples(data, self.format, split=split, ferplus_mode=ferplus_mode, drop_labels=excused,
-                                 soft_labels=self.soft_labels), self)
+                                 soft_labels=self.soft_labels, targets=self.targets, target_scale=self.target_scale,
+                                 tier=self.tier), self)
 
 
 def parse_sources(raw: Sequence[dict[str, Any]]) -> list[SourceSpec]:
@@ -81,7 +85,7 @@ def parse_sources(raw: Sequence[dict[str, Any]]) -> list[SourceSpec]:
 def _map(samples: list[Sample], spec: SourceSpec) -> list[Sample]:
     out = []
     for s in samples:
-        target = spec.label_map.get(s.label, s.label)
+        target = spec.label_map.get(s.label, s.label) if s.label else ""
         if target is None:
             continue
         soft = None
@@ -125,15 +129,16 @@ def load_merged(specs: Sequence[SourceSpec], labels_spec: str, seed: int = 0, fe
         val += va
         per[spec.name] = (spec, Counter(s.label for s in tr), len(va))
         examples[spec.name] = {s.label: s.where for s in reversed(tr)}
-    labels = resolve_labels(labels_spec, [s.label for s in train])
+    present = [s.label for s in train if s.label]
+    labels = resolve_labels(labels_spec, present) if present or labels_spec != "auto" else ()
     problems = []
     for name, (spec, counts, _) in per.items():
-        lacks = [c for c in labels if counts.get(c, 0) == 0]
+        lacks = [c for c in labels if counts.get(c, 0) == 0] if set(counts) - {""} else []  # a targets-only source lacks none
         silent = [c for c in lacks if c not in spec.missing]
         if silent:
             problems.append(f"source {name!r} has no {silent} images: add `missing: {silent}` to it to accept that, "
                             "or map a label onto them with `label_map`")
-        stray = sorted(set(counts) - set(labels))
+        stray = sorted(set(counts) - set(labels) - {""})
         if stray:
             problems.append(f"source {name!r} has labels {stray} outside the model's {list(labels)} (e.g. {examples[name][stray[0]]}): "
                             "map them (`label_map`) or drop them (label_map: {label: null})")
@@ -141,7 +146,7 @@ def load_merged(specs: Sequence[SourceSpec], labels_spec: str, seed: int = 0, fe
         raise ConfigError("; ".join(problems))
     describe = {"sources": {name: {"data": spec.data, "val": spec.val_data or spec.val_split or "hold-out", "n_train": sum(c.values()),
                                    "n_val": nv, "weight": spec.weight, "label_map": spec.label_map, "missing": spec.missing,
-                                   "class_counts": dict(c)} for name, (spec, c, nv) in per.items()}}
+                                   "class_counts": {k: v for k, v in c.items() if k}} for name, (spec, c, nv) in per.items()}}
     return Merged(train, val, labels, describe)
 
 

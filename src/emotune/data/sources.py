@@ -1,22 +1,26 @@
 """Dataset formats users have, read into one list of :class:`Sample`.
 
-Formats: a folder per class, a CSV manifest (`path,label[,subject][,split]`), the original FER2013 CSV
-(`emotion,pixels,Usage`) and FER+ vote files (`label.csv`). Labels are canonicalised; an unknown label is
-an error naming the file and line.
+Formats: a folder per class, a CSV manifest (`path,label[,subject][,group][,split]` plus target columns), the
+original FER2013 CSV (`emotion,pixels,Usage`) and FER+ vote files (`label.csv`); data/formats.py registers the
+valence/arousal formats (AffectNet, AFEW-VA, Aff-Wild2, rating tables) and the scene sets (Twitter I, OASIS) in the
+same `FORMATS` registry. Labels are canonicalised; an unknown label is an error naming the file and line.
+Continuous targets are held on [-1, 1] (data/targets.py), with the scale they were read on.
 """
 from __future__ import annotations
 
 import csv
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import BadInputError, LabelError
 from ..taxonomy import FER2013_CODES, FERPLUS_COLUMNS, canonical_label
+from .targets import TargetSpec, parse_targets, read_value
 
 def _image_extensions() -> frozenset[str]:
     """The file extensions of every format this Pillow can open (.avif with Pillow >= 11.3, .heic/.heif once a plugin
@@ -39,7 +43,11 @@ FER2013_USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image: a file, or inline pixels (FER2013 CSV). `soft` holds soft targets (FER+)."""
+    """One labelled image: a file, or inline pixels (FER2013 CSV). `soft` holds soft targets (FER+).
+
+    `label` is "" when the image has no class (a valence/arousal-only set). `targets` maps target names to values on
+    [-1, 1] (NaN = not annotated), read on `target_scale`. `group` keeps images together in splits and folds
+    (duplicates, shots of one theme, frames of one video); `box` crops the image first (AFEW-VA landmarks)."""
 
     path: Path | None
     label: str
@@ -49,10 +57,19 @@ class Sample:
     dataset: str = ""  # the named source when several datasets are merged
     pixels: np.ndarray | None = field(default=None, compare=False, repr=False)
     soft: Mapping[str, float] | None = field(default=None, compare=False)
+    targets: Mapping[str, float] | None = field(default=None, compare=False)
+    target_scale: tuple[float, float] | None = field(default=None, compare=False)
+    group: str | None = None
+    box: tuple[int, int, int, int] | None = field(default=None, compare=False)
 
     @property
     def where(self) -> str:
         return self.source or str(self.path)
+
+    @property
+    def split_group(self) -> str | None:
+        """What keeps images together in splits: the group when one is known, else the subject."""
+        return self.group or self.subject
 
 
 def subject_from_name(name: str, pattern: str = SUBJECT_PATTERN) -> str | None:
@@ -99,27 +116,46 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     return header, rows
 
 
-def load_manifest(path: str | Path, split: str | None = None, subject_pattern: str | None = SUBJECT_PATTERN) -> list[Sample]:
-    """CSV with columns `path,label[,subject][,split]`; paths relative to the CSV's folder."""
+def load_manifest(path: str | Path, split: str | None = None, subject_pattern: str | None = SUBJECT_PATTERN,
+                  targets: Sequence[str] | Sequence[TargetSpec] = (), target_scale: Any = None) -> list[Sample]:
+    """CSV with columns `path,label[,subject][,group][,split]`; paths relative to the CSV's folder.
+
+    `targets` (column names, or TargetSpecs) read numeric columns too, on `target_scale` (required: a manifest's
+    scale is never guessed); `label` may then be absent or empty (a regression-only set)."""
     path = Path(path)
     header, rows = _read_csv(path)
-    missing = {"path", "label"} - set(header)
+    specs = [t if isinstance(t, TargetSpec) else parse_targets([t], target_scale)[0] for t in targets]
+    need = {"path"} | ({"label"} if not specs else set()) | {t.column for t in specs}
+    missing = need - set(header)
     if missing:
-        raise BadInputError(path, f"manifest lacks column(s) {sorted(missing)}; found {header}; expected path,label[,subject][,split]")
+        raise BadInputError(path, f"manifest lacks column(s) {sorted(missing)}; found {header}; expected "
+                                  f"path,label[,subject][,group][,split]" + "".join(f",{t.column}" for t in specs)
+                                  + ("" if specs or "label" not in missing else
+                                     " (a set without classes needs --targets, and a model with continuous targets)"))
+    no_scale = [t.column for t in specs if t.scale is None]
+    if no_scale:
+        raise BadInputError(path, f"cannot infer the scale of target column(s) {no_scale} of a manifest; give it, e.g. "
+                                  "--target-scale 1,7 (valence/arousal in [-1, 1]: --target-scale -1,1)")
     samples = []
     for i, row in enumerate(rows, start=2):
         where = f"{path}:{i}"
         rel = (row.get("path") or "").strip()
         if not rel:
             raise BadInputError(where, "empty path")
-        if row.get("label") is None:
+        if any(row.get(h) is None for h in need):
             raise BadInputError(where, "row has too few fields")
         row_split = (row.get("split") or "").strip() or None
         if split is not None and row_split != split:
             continue
         p = Path(rel) if Path(rel).is_absolute() else path.parent / rel
         subject = (row.get("subject") or "").strip() or (subject_from_name(p.name, subject_pattern) if subject_pattern else None)
-        samples.append(Sample(path=p, label=canonical_label(row["label"], where), subject=subject, split=row_split, source=where))
+        raw_label = (row.get("label") or "").strip()
+        label = canonical_label(raw_label, where) if raw_label or not specs else ""
+        values = {t.name: read_value(row.get(t.column), where, t.column, t.scale) for t in specs} if specs else None
+        if values is not None and not label and all(v != v for v in values.values()):
+            raise BadInputError(where, f"row has neither a label nor a value in {[t.column for t in specs]}")
+        samples.append(Sample(path=p, label=label, subject=subject, split=row_split, source=where, targets=values,
+                              target_scale=specs[0].scale if specs else None, group=(row.get("group") or "").strip() or None))
     if not samples:
         raise BadInputError(path, "manifest has no rows" + (f" with split={split!r}" if split else ""))
     return samples
@@ -243,14 +279,20 @@ def detect_format(path: str | Path) -> str:
     if path.is_dir():
         if (path / "label.csv").is_file():
             return "ferplus"
-        from .formats_faces import is_labels_folder
-        return "taiwanese" if is_labels_folder(path) else "folder"
+        from .formats import detect_folder_format
+
+        return detect_folder_format(path) or "folder"
     if path.suffix.lower() == ".csv" and path.is_file():
         header = _read_csv_header(path)
         if {"emotion", "pixels"} <= set(header):
             return "fer2013csv"
-        if {"path", "label"} <= set(header):
+        if {"path", "label"} <= set(header) or "path" in header:
             return "manifest"
+        from .formats import detect_csv_format
+
+        fmt = detect_csv_format(header)
+        if fmt:
+            return fmt
         raise BadInputError(path, f"unrecognised CSV columns {header}: expected path,label[,subject][,split] or emotion,pixels,Usage")
     if not path.exists():
         raise BadInputError(path, "dataset path not found")
@@ -266,23 +308,56 @@ def _read_csv_header(path: Path) -> list[str]:
     return [h.strip() for h in first]
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """What a format loader may use besides the path; each format reads the options that apply to it."""
+
+    split: str | None = None
+    ferplus_mode: str = "majority"
+    drop_labels: Sequence[str] = ()
+    targets: Sequence[str] = ()
+    target_scale: Any = None
+    tier: str | None = None
+    soft_labels: str | None = None
+
+
+FormatLoader = Callable[[Path, LoadOptions], list[Sample]]
+FORMATS: dict[str, FormatLoader] = {}
+
+
+def register_format(name: str) -> Callable[[FormatLoader], FormatLoader]:
+    """Register a dataset format loader under `name` (`--data-format NAME`)."""
+    def deco(fn: FormatLoader) -> FormatLoader:
+        FORMATS[name] = fn
+        return fn
+    return deco
+
+
+register_format("folder")(lambda p, o: load_folder(p, drop_labels=o.drop_labels))
+register_format("manifest")(lambda p, o: load_manifest(p, split=o.split, targets=o.targets, target_scale=o.target_scale))
+register_format("fer2013csv")(lambda p, o: load_fer2013_csv(p, usage=o.split))
+register_format("ferplus")(lambda p, o: load_ferplus(p, mode=o.ferplus_mode))
+
+
+def format_names() -> list[str]:
+    from . import formats, formats_faces  # noqa: F401 - register the valence/arousal, scene and posed-face formats
+
+    return list(FORMATS)
+
+
 def load_samples(path: str | Path, fmt: str = "auto", split: str | None = None, ferplus_mode: str = "majority",
-                 drop_labels: Sequence[str] = (), soft_labels: str | None = None) -> list[Sample]:
-    """Read any supported dataset. `split` filters manifest rows or FER2013 `Usage` (train/val/test or the raw name).
-    `drop_labels` only excuses empty class folders here; callers filter the samples themselves."""
+                 drop_labels: Sequence[str] = (), targets: Sequence[str] = (), target_scale: Any = None,
+                 tier: str | None = None, soft_labels: str | None = None) -> list[Sample]:
+    """Read any supported dataset (see FORMATS). `split` filters manifest rows or FER2013 `Usage` (train/val/test or the
+    raw name). `drop_labels` only excuses empty class folders here; callers filter the samples themselves. `targets`
+    and `target_scale` read numeric columns of a manifest or rating table; `tier` picks Twitter I's agreement level;
+    `soft_labels="votes"` adds observers' votes as soft targets (the Taiwanese format)."""
+    names = format_names()
     fmt = detect_format(path) if fmt == "auto" else fmt
-    if fmt == "folder":
-        return load_folder(path, drop_labels=drop_labels)
-    if fmt == "manifest":
-        return load_manifest(path, split=split)
-    if fmt == "fer2013csv":
-        return load_fer2013_csv(path, usage=split)
-    if fmt == "ferplus":
-        return load_ferplus(path, mode=ferplus_mode)
-    if fmt == "taiwanese":  # labels.csv folder (data/formats_faces.py); soft_labels="votes": observers' votes
-        from .formats_faces import load_taiwanese
-        return load_taiwanese(path, split=split, soft_labels=soft_labels)
-    raise BadInputError(path, f"unknown dataset format {fmt!r}; use auto, folder, manifest, fer2013csv, ferplus or taiwanese")
+    if fmt not in FORMATS:
+        raise BadInputError(path, f"unknown dataset format {fmt!r}; use auto, {', '.join(names)}")
+    opts = LoadOptions(split, ferplus_mode, tuple(drop_labels), tuple(targets), target_scale, tier, soft_labels)
+    return FORMATS[fmt](Path(path), opts)
 
 
 def class_counts(samples: Sequence[Sample]) -> Counter:

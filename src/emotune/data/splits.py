@@ -51,10 +51,11 @@ def sklearn_notes() -> Iterator[None]:
 
 
 def holdout_split(samples: Sequence[Sample], fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
-    """Split off `fraction` for validation; no subject appears on both sides when every sample has one."""
+    """Split off `fraction` for validation; no subject (or group: duplicates, themes, videos) appears on both sides
+    when every sample has one."""
     y = np.array([s.label for s in samples])
     idx = np.arange(len(samples))
-    subjects = [s.subject for s in samples]
+    subjects = [s.split_group for s in samples]
     if all(subjects):
         splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
         tr, va = next(splitter.split(idx, y, groups=subjects))

@@ -1,4 +1,4 @@
-"""torchvision transforms v2 pipelines whose defaults suit face crops; sizes and mean/std come from the model."""
+"""torchvision transforms v2 pipelines: face-friendly defaults, a scene preset; sizes and mean/std come from the model."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -37,10 +37,14 @@ class Preprocess:
     channels: str = "rgb"
     in_chans: int = 3
     source_size: int = 0
+    # how a non-square image reaches input_size: "squash" (both sides resized; faces are square crops anyway),
+    # "center_crop" (shorter side to input_size, then the centre square) or "letterbox" (longer side, zero-padded)
+    resize_mode: str = "squash"
 
     @classmethod
     def from_card(cls, card) -> "Preprocess":
-        return cls(card.input_size, tuple(card.mean), tuple(card.std), card.channels, card.in_chans, card.source_size or 0)
+        return cls(card.input_size, tuple(card.mean), tuple(card.std), card.channels, card.in_chans, card.source_size or 0,
+                   getattr(card, "resize_mode", "squash") or "squash")
 
     def pixels(self, image) -> torch.Tensor:
         """One image as a uint8 C x H x W tensor in the card's channels. RGB uint8 arrays (Recognizer crops) take a
@@ -65,10 +69,32 @@ class Preprocess:
         size reaches the model as the training faces did (each step is skipped when the size already matches)."""
         from torchvision.transforms.v2 import functional as F
 
+        if self.resize_mode != "squash":
+            return self._fit(x)
         for side in (self.source_size, self.input_size):
             if side and tuple(x.shape[-2:]) != (side, side):
                 x = F.resize(x, [side, side], antialias=True)
         return x
+
+    def _fit(self, x: torch.Tensor) -> torch.Tensor:
+        """center_crop / letterbox at input_size, keeping the aspect ratio (scene photos)."""
+        from torchvision.transforms.v2 import functional as F
+
+        s = self.input_size
+        h, w = x.shape[-2:]
+        if (h, w) == (s, s):
+            return x
+        if self.resize_mode == "center_crop":
+            scale = s / min(h, w)
+            nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
+            return F.center_crop(F.resize(x, [nh, nw], antialias=True), [s, s])
+        if self.resize_mode == "letterbox":
+            scale = s / max(h, w)
+            nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+            x = F.resize(x, [nh, nw], antialias=True)
+            top, left = (s - nh) // 2, (s - nw) // 2
+            return F.pad(x, [left, top, s - nw - left, s - nh - top], fill=0)
+        raise ValueError(f"resize_mode {self.resize_mode!r}: choose squash, center_crop or letterbox")
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (N x) C x S x S -> float32 in [0, 1], normalised; grey repeated if the model takes 3 channels."""
@@ -109,10 +135,23 @@ def flip_tta(probs_fn: Callable, x):
     return (probs_fn(x) + probs_fn(mirror(x))) / 2
 
 
-def eval_transform(size: int, mean: Sequence[float], std: Sequence[float], source_size: int = 0) -> Preprocess:
+def eval_transform(size: int, mean: Sequence[float], std: Sequence[float], source_size: int = 0,
+                   resize_mode: str = "squash") -> Preprocess:
     """The evaluation transform for a PIL image already in the model's channels (channels follow len(mean))."""
     grey = len(mean) == 1
-    return Preprocess(size, tuple(mean), tuple(std), "grayscale" if grey else "rgb", 1 if grey else 3, source_size)
+    return Preprocess(size, tuple(mean), tuple(std), "grayscale" if grey else "rgb", 1 if grey else 3, source_size, resize_mode)
+
+
+def scene_train_transform(size: int, mean: Sequence[float], std: Sequence[float], hflip: float = 0.5) -> v2.Compose:
+    """Training augmentation for whole photos (not faces): a random resized crop over a wide range of areas and
+    aspect ratios (ImageNet-style, scale 0.35-1), a horizontal flip and light colour jitter; no rotation, no erasing
+    (they would cut away the scene's subject, which carries the emotion)."""
+    ops: list = [v2.ToImage(), v2.RandomResizedCrop((size, size), scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3), antialias=True)]
+    if hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(hflip))
+    ops += [v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2), v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(mean), list(std))]
+    return v2.Compose(ops)
 
 
 def train_transform(size: int, mean: Sequence[float], std: Sequence[float], aug: AugmentConfig = AugmentConfig()) -> v2.Compose:

@@ -24,14 +24,19 @@ ONNX_OPSET = 17
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, model: nn.Module, device: str = "cpu"):
+    def __init__(self, model: nn.Module, device: str = "cpu", num_classes: int | None = None):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self.num_classes = num_classes  # a model with targets: its classes come first (models/heads.py); None = all classes
 
     @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        logits = self.model(torch.from_numpy(x).to(self.device))
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        out = self.model(torch.from_numpy(x).to(self.device))
+        if self.num_classes is not None:
+            from ..models.heads import predictions
+
+            return predictions(out, self.num_classes).cpu().numpy()
+        return torch.softmax(out.float(), dim=1).cpu().numpy()
 
 
 class OnnxBackend:
@@ -53,7 +58,9 @@ class OnnxBackend:
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input: np.ascontiguousarray(x, np.float32)})[0]
+        """Class probabilities, or for a model with targets its named outputs side by side ([probs, targets])."""
+        outs = self.session.run(None, {self.input: np.ascontiguousarray(x, np.float32)})
+        return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
 
 
 class _WithSoftmax(nn.Module):
@@ -67,7 +74,8 @@ class _WithSoftmax(nn.Module):
 
 def export_onnx(model: nn.Module, card: ModelCard, path: str | Path, opset: int = ONNX_OPSET) -> Path:
     """Write an ONNX graph (input `input` N x C x S x S float32, output `probs`) with the model card in its metadata,
-    and the card beside it (`<name>.json`, with the ONNX file's sha256)."""
+    and the card beside it (`<name>.json`, with the ONNX file's sha256). A model with continuous targets has the named
+    outputs `probs` (when it has classes) and `targets` (N x T on [-1, 1], in the card's `targets` order)."""
     import onnx
 
     path = Path(path)
@@ -76,8 +84,15 @@ def export_onnx(model: nn.Module, card: ModelCard, path: str | Path, opset: int 
 
     def write(tmp: Path) -> None:
         # eval() on the wrapper too: the exporter restores the wrapper's mode afterwards, and with it the model's
-        torch.onnx.export(_WithSoftmax(model).eval(), (dummy,), str(tmp), dynamo=False, input_names=["input"], output_names=["probs"],
-                          dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}}, opset_version=opset)
+        if card.targets:
+            from ..models.heads import NamedOutputs
+
+            wrapper = NamedOutputs(model, len(card.labels), len(card.targets))
+            names = wrapper.output_names()
+        else:
+            wrapper, names = _WithSoftmax(model), ["probs"]
+        torch.onnx.export(wrapper.eval(), (dummy,), str(tmp), dynamo=False, input_names=["input"], output_names=names,
+                          dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}, opset_version=opset)
         proto = onnx.load(str(tmp))
         meta = proto.metadata_props.add()
         meta.key, meta.value = "emotune_card", json.dumps(card.to_dict())

@@ -13,10 +13,11 @@ from .backend import OnnxBackend, TorchBackend, export_onnx
 from .recognizer import default_model_path
 
 
-def parity(model: torch.nn.Module, onnx_path: str | Path, in_chans: int, size: int, samples: int = 16, seed: int = 0) -> float:
-    """Max absolute difference of class probabilities between onnxruntime and PyTorch on random normalised inputs."""
+def parity(model: torch.nn.Module, onnx_path: str | Path, in_chans: int, size: int, samples: int = 16, seed: int = 0,
+           num_classes: int | None = None) -> float:
+    """Max absolute difference of class probabilities (and targets) between onnxruntime and PyTorch on random inputs."""
     x = np.random.default_rng(seed).standard_normal((samples, in_chans, size, size)).astype(np.float32)
-    return float(np.abs(OnnxBackend(onnx_path)(x) - TorchBackend(model, "cpu")(x)).max())
+    return float(np.abs(OnnxBackend(onnx_path)(x) - TorchBackend(model, "cpu", num_classes)(x)).max())
 
 
 def _refuse_foreign_card(output: Path) -> None:
@@ -114,7 +115,7 @@ def export_and_check(model_spec: str | None, output: str | Path, samples: int = 
     model, card = load_checkpoint(default_model_path() if model_spec in (None, "", "default") else model_spec)
     if quantize == "none":
         path = export_onnx(model, card, output)
-        return path, parity(model, path, card.in_chans, card.input_size, samples)
+        return path, parity(model, path, card.in_chans, card.input_size, samples, len(card.labels) if card.targets else None)
     import tempfile
 
     calib = calibration_inputs(card, calibration, calibration_samples) if calibration else None

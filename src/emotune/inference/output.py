@@ -46,6 +46,14 @@ def render(df: pd.DataFrame, fmt: str, labels: list[str]) -> str:
     return table_text(df, labels)
 
 
+NON_OUTPUT_COLUMNS = {"file", "frame", "time", "track", "x", "y", "w", "h", "score", "label", "landmarks", "error", "source", "kind"}
+
+
+def target_columns(df: pd.DataFrame, labels: list[str]) -> list[str]:
+    """The continuous outputs (valence, arousal...) of a prediction table: numeric columns beside the classes."""
+    return [c for c in df.columns if c not in NON_OUTPUT_COLUMNS and c not in labels and pd.api.types.is_numeric_dtype(df[c])]
+
+
 def table_text(df: pd.DataFrame, labels: list[str], top: int = 3, video: bool | None = None, header: bool = True) -> str:
     """A compact human-readable table: one line per face with its top classes (video columns when any row has a frame)."""
     lines = []
@@ -64,7 +72,8 @@ def table_text(df: pd.DataFrame, labels: list[str], top: int = 3, video: bool | 
         else:
             probs = sorted(((c, r[c]) for c in labels), key=lambda t: -t[1])[:top]
             box = f"{r['x']:.0f},{r['y']:.0f},{r['w']:.0f},{r['h']:.0f}"
-            lines.append(prefix + f"{box:<22} {r['label']:<9} " + "  ".join(f"{c} {p:.2f}" for c, p in probs))
+            values = "".join(f"  {t} {r[t]:+.2f}" for t in target_columns(df, labels) if r.get(t) is not None)
+            lines.append(prefix + f"{box:<22} {r['label']:<9} " + "  ".join(f"{c} {p:.2f}" for c, p in probs) + values)
     return "\n".join(lines) + "\n"
 
 
@@ -155,7 +164,9 @@ def annotate(rgb: np.ndarray, faces: list, labels: list[str]) -> np.ndarray:
         cv2.rectangle(out, (x, y), (x + w, y + h), color, thick)
         for px, py in (f.landmarks or []):
             cv2.circle(out, (int(px), int(py)), thick + 1, color, -1)
-        text = f"{f.label} {f.probs[f.label]:.2f}" + (f" #{f.track}" if f.track is not None else "")
+        text = (f"{f.label} {f.probs[f.label]:.2f}" if f.label in f.probs else "") \
+            + "".join(f" {t[:1]}{v:+.2f}" for t, v in getattr(f, "targets", {}).items()) + (f" #{f.track}" if f.track is not None else "")
+        text = text.strip()
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, thick)
         ty = y - 4 if y - th - base - 4 > 0 else y + h + th + 4
         cv2.rectangle(out, (x, ty - th - base), (x + tw + 4, ty + base), color, -1)

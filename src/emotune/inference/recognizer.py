@@ -54,10 +54,13 @@ class FaceResult:
     frame: int | None = None
     time: float | None = None
     track: int | None = None
+    # continuous outputs of a model with targets (valence, arousal on [-1, 1]); {} for a classifier
+    targets: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"box": [round(v, 1) for v in self.box], "score": round(self.score, 4), "label": self.label,
                 "probs": {k: round(v, 5) for k, v in self.probs.items()}, "landmarks": self.landmarks,
+                **({"targets": {k: round(v, 5) for k, v in self.targets.items()}} if self.targets else {}),
                 "frame": self.frame, "time": self.time, "track": self.track}
 
 
@@ -114,7 +117,7 @@ def load_backend(model: str | Path | None, device: str = "cpu", backend: str = "
                 raise ConfigError(f"onnx backend unavailable: {exc}") from None
             log.warning("onnxruntime path unavailable (%s); using PyTorch", exc)
     torch_model, card = load_checkpoint(path)
-    return card, TorchBackend(torch_model, device)
+    return card, TorchBackend(torch_model, device, len(card.labels) if card.targets else None)
 
 
 class Recognizer:
@@ -130,7 +133,16 @@ class Recognizer:
             raise ConfigError(f"margin {margin} is outside 0.5..3.0")
         self.device = _resolve_device(device)
         self.card, self.backend = load_backend(model, self.device, backend, threads)
-        self.labels: list[str] = list(self.card.labels)
+        self.labels: list[str] = list(self.card.labels)  # the classes
+        self.targets: list[str] = list(self.card.target_names)  # continuous outputs after them (valence, arousal)
+        self.columns: list[str] = self.labels + self.targets  # a row's output columns
+        if self.card.input_kind == "scene" and not scene:
+            log.warning("%s is a scene model: reading whole images (scene mode), no face detection",
+                        model or "the default model")
+            scene = True
+        elif scene and self.card.input_kind == "face":
+            log.warning("--scene with a face model (%s): it reads each whole image as if it were a face crop; for scene "
+                        "emotion use a scene model", model or "the default model")
         self.scene = scene
         kwargs = {} if scene or detector == "none" else {"score_threshold": min_score, "max_side": det_max_side}
         self.detector = create_detector("none" if scene else detector, detector_model, **kwargs)
@@ -159,7 +171,7 @@ class Recognizer:
     def classify(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities (N x classes) for RGB uint8 crops of any size (resampled as `preprocess` says)."""
         out = [self._run(self.preprocess(crops[i:i + self.batch_size])) for i in range(0, len(crops), self.batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, len(self.columns)), np.float32)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         from ..data.transforms import flip_tta
@@ -190,10 +202,12 @@ class Recognizer:
         out = []
         for i, face in enumerate(item.faces):
             p = item.probs[i]
-            out.append(FaceResult(tuple(float(v) for v in face.box), face.score, {c: float(v) for c, v in zip(self.labels, p)},
-                                  self.labels[int(np.argmax(p))],
+            k = len(self.labels)
+            out.append(FaceResult(tuple(float(v) for v in face.box), face.score, {c: float(v) for c, v in zip(self.labels, p[:k])},
+                                  self.labels[int(np.argmax(p[:k]))] if k else "",
                                   None if face.landmarks is None else np.round(face.landmarks.astype(float), 1).tolist(),
-                                  item.frame, item.time, None if item.tracks is None else item.tracks[i]))
+                                  item.frame, item.time, None if item.tracks is None else item.tracks[i],
+                                  {t: float(v) for t, v in zip(self.targets, p[k:])}))
         return out
 
     def predict(self, image: Any) -> list[FaceResult]:
@@ -230,10 +244,10 @@ class Recognizer:
     def rows(self, item: _Item) -> list[dict[str, Any]]:
         """Table rows for one item: one per face, or one row with an empty face (and `error` for bad files)."""
         results = [] if item.error else self.results(item)
-        return result_rows(item.file, results, self.labels, item.frame, item.time, item.error)
+        return result_rows(item.file, results, self.columns, item.frame, item.time, item.error)
 
     def frame_of(self, rows: list[dict]) -> pd.DataFrame:
-        cols = BASE_COLUMNS + self.labels + ["label", "landmarks", "error"]
+        cols = BASE_COLUMNS + self.columns + ["label", "landmarks", "error"]
         df = pd.DataFrame(rows, columns=cols)
         for c in ("frame", "track"):
             df[c] = df[c].astype("Int64")
@@ -273,11 +287,11 @@ class Recognizer:
         for video in files.videos if videos else []:
             try:  # a video that cannot be opened, or yields no frame, is an error row; the folder goes on
                 got = [r for item in self.iter_video(video, every, fps, show) for r in self.rows(item)]
-                rows += got or result_rows(str(video), [], self.labels, error=f"{video}: no frame could be decoded")
+                rows += got or result_rows(str(video), [], self.columns, error=f"{video}: no frame could be decoded")
             except EmotuneError as exc:
-                rows += result_rows(str(video), [], self.labels, error=str(exc))
+                rows += result_rows(str(video), [], self.columns, error=str(exc))
             except (MemoryError, cv2.error) as exc:
-                rows += result_rows(str(video), [], self.labels, error=item_failure(exc))
+                rows += result_rows(str(video), [], self.columns, error=item_failure(exc))
         return self.frame_of(rows)
 
     def iter_video(self, source: str | Path | int, every: int = 1, fps: float | None = None, show: bool = False,
@@ -337,7 +351,7 @@ def result_rows(file: str, results: list[FaceResult], labels: list[str], frame: 
     for r in results:
         x, y, w, h = (round(v, 1) for v in r.box)
         rows.append({**base, "track": r.track, "x": x, "y": y, "w": w, "h": h, "score": round(r.score, 4),
-                     **{c: round(r.probs[c], 5) for c in labels}, "label": r.label,
+                     **{c: round({**r.probs, **r.targets}[c], 5) for c in labels}, "label": r.label,
                      "landmarks": None if r.landmarks is None else json.dumps(r.landmarks), "error": None})
     return rows
 

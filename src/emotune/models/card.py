@@ -29,7 +29,10 @@ CARD_VERSION = 2
 CARD_FORMAT = f"emotune-model/{CARD_VERSION}"
 _FORMAT_RE = re.compile(r"emotune-model/(\d+)")
 # card fields that change what the model computes, how its inputs are prepared or how its outputs are named
-BOUND_FIELDS = ("backbone", "labels", "input_size", "mean", "std", "channels", "in_chans", "source_size", "head", "framing")
+BOUND_FIELDS = ("backbone", "labels", "input_size", "mean", "std", "channels", "in_chans", "source_size", "head", "framing",
+                "targets", "input_kind", "resize_mode")
+INPUT_KINDS = ("face", "scene")
+RESIZE_MODES = ("squash", "center_crop", "letterbox")
 META_CARD = "emotune_card"  # weights-file metadata key: the bound fields (safetensors) or the whole card (ONNX)
 _warned_unbound: set[str] = set()
 
@@ -64,6 +67,14 @@ class ModelCard:
     head: dict[str, Any] = field(default_factory=lambda: {"type": "linear"})
     # how faces are cropped for this model (faces/align.py Framing); cards without one were trained on FER2013's
     framing: dict[str, Any] = field(default_factory=FER2013_FRAMING.to_dict)
+    # continuous outputs after the class probabilities, each {"name", "column", "scale": [lo, hi]}: predicted on
+    # [-1, 1]; `scale` is the source rating scale they map back to (data/targets.py from_unit); [] = classes only
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    # what the model reads: a face crop (detect + align first) or a whole photo (scene: no detection)
+    input_kind: str = "face"
+    # how an image becomes input_size x input_size: squash (resize both sides), center_crop (shorter side, then the
+    # centre square) or letterbox (longer side, padded); data/transforms.py Preprocess
+    resize_mode: str = "squash"
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     license: str = "apache-2.0"
@@ -76,6 +87,24 @@ class ModelCard:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def target_names(self) -> list[str]:
+        return [t["name"] for t in self.targets]
+
+    @property
+    def num_outputs(self) -> int:
+        """The head's width: one logit per class, then one value per target."""
+        return len(self.labels) + len(self.targets)
+
+    def to_source_scale(self, name: str, value):
+        """A predicted target (on [-1, 1]) back on the rating scale it was trained from (e.g. 1-7 for OASIS)."""
+        from ..data.targets import from_unit
+
+        spec = next((t for t in self.targets if t["name"] == name), None)
+        if spec is None:
+            raise KeyError(f"model has no target {name!r}; it has {self.target_names}")
+        return from_unit(value, spec.get("scale") or (-1.0, 1.0))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "model card") -> "ModelCard":
@@ -99,8 +128,15 @@ class ModelCard:
         if missing:
             raise CheckpointError(f"{where}: model card lacks {missing}")
         labels, size = d["labels"], d["input_size"]
-        if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+        targets = d.get("targets", [])
+        if not (isinstance(targets, list) and all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in targets)):
+            raise CheckpointError(f"{where}: 'targets' must be a list of {{name, column, scale}} objects, got {targets!r}")
+        if not (isinstance(labels, list) and (labels or targets) and all(isinstance(x, str) for x in labels)):
             raise CheckpointError(f"{where}: 'labels' must be a non-empty list of names, got {labels!r}")
+        if d.get("input_kind", "face") not in INPUT_KINDS:
+            raise CheckpointError(f"{where}: 'input_kind' must be one of {list(INPUT_KINDS)}, got {d.get('input_kind')!r}")
+        if d.get("resize_mode", "squash") not in RESIZE_MODES:
+            raise CheckpointError(f"{where}: 'resize_mode' must be one of {list(RESIZE_MODES)}, got {d.get('resize_mode')!r}")
         if not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
             raise CheckpointError(f"{where}: 'input_size' must be a positive integer, got {size!r}")
         for key in ("mean", "std"):

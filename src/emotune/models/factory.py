@@ -21,7 +21,7 @@ from ..errors import CheckpointError, ConfigError
 from ..io import sha256_file
 from .card import ModelCard, read_card
 from .ensemble import EnsembleNet, is_ensemble
-from .fusion import HEAD_TYPES, FusionNet
+from .heads import get_head
 from .registry import get_model_config, hub_tag, is_local_file
 from .transfer import init_from_checkpoint, is_emotune_checkpoint
 from .weights import load_local_weights
@@ -30,19 +30,17 @@ from .weights import load_local_weights
 def create_model(name: str, num_classes: int, pretrained: str | bool | None = None, img_size: int | None = None,
                  in_chans: int = 3, drop_rate: float = 0.0, labels: list[str] | None = None,
                  head: dict[str, Any] | None = None) -> nn.Module:
-    """Build a backbone with an `num_classes` head; see the module docstring for `pretrained`.
+    """Build a backbone with an `num_classes` head; see the module docstring for `pretrained`. With continuous targets,
+    `num_classes` is the head's width, classes + targets (models/heads.py).
 
     `pretrained` may also be an emotune checkpoint (run folder, card or .safetensors): its backbone is loaded and its
     head remapped onto `labels` by name (cascaded fine-tuning). `head` {"type": "fusion_concat" | "fusion_weighted",
     "levels": [...], "dim": 256} puts a multi-level fusion head on the backbone (models/fusion.py)."""
-    htype = (head or {}).get("type", "linear")
-    if htype != "linear":
-        if htype not in HEAD_TYPES:
-            raise ConfigError(f"head type {htype!r} is not one of {list(HEAD_TYPES)}")
+    htype = get_head((head or {}).get("type", "linear"))  # the head registry (models/heads.py)
+    if htype.wrap is not None:
         from_ckpt = isinstance(pretrained, (str, Path)) and is_emotune_checkpoint(pretrained)
         base = create_model(name, num_classes, None if from_ckpt else pretrained, img_size, in_chans, drop_rate, labels)
-        model = reset_head(FusionNet(base, num_classes, htype.split("_", 1)[1], head.get("levels", (-3, -2)),
-                                     int(head.get("dim", 256)), drop_rate))
+        model = reset_head(htype.wrap(base, num_classes, head or {}, drop_rate))
         if from_ckpt:
             if labels is None or len(labels) != num_classes:
                 raise ConfigError("starting from an emotune checkpoint needs the new stage's labels (one per class)")
@@ -125,7 +123,7 @@ def build_from_card(card: ModelCard) -> nn.Module:
     """An untrained model with the architecture a model card describes."""
     if is_ensemble(card):
         return build_ensemble(card.head, len(card.labels), card.input_size, card.in_chans)
-    return create_model(card.backbone, num_classes=len(card.labels), pretrained=None, img_size=card.input_size, in_chans=card.in_chans,
+    return create_model(card.backbone, num_classes=card.num_outputs, pretrained=None, img_size=card.input_size, in_chans=card.in_chans,
                         head=card.head or {"type": "linear"})
 
 

@@ -28,7 +28,13 @@ class TrainConfig:
     val_data: str | None = opt(None, "validation data (same formats); default: a held-out fraction of --data")
     sources: list[dict] = opt([], "YAML only: several datasets merged, each {name, data, val_data, weight, label_map, missing} "
                                   "(see emotune.data.merge); replaces --data", yaml_only=True)
-    data_format: str = opt("auto", "dataset format", ("auto", "folder", "manifest", "fer2013csv", "ferplus"))
+    data_format: str = opt("auto", "dataset format", ("auto", "folder", "manifest", "fer2013csv", "ferplus", "affectnet", "afewva",
+                                                      "affwild2", "ratings", "twitter_i", "oasis"))
+    targets: list[str] = opt([], "continuous target columns (comma list, e.g. valence_mean,arousal_mean; name=column to name "
+                                 "one); formats with valence/arousal bring theirs. Outputs are on [-1, 1]")
+    target_scale: str = opt("auto", "scale LO,HI of the target columns (e.g. 1,7), mapped linearly to [-1, 1]; auto = "
+                                    "known from the format (a manifest's is never guessed)")
+    tier: str | None = opt(None, "twitter_i: agreement tier agree3 (default), agree4 or agree5")
     train_split: str | None = opt(None, "manifest `split` value or FER2013 Usage (train/val/test) to use for training")
     val_split: str | None = opt(None, "manifest `split` value or FER2013 Usage for validation (with --val-data or the same file)")
     val_fraction: float = opt(0.1, "hold-out fraction when no validation data is given (subject-grouped when subjects are known)")
@@ -55,6 +61,13 @@ class TrainConfig:
                                                  "end) pooled beside the final features")
     fusion_dim: int = opt(256, "fusion_weighted: width each level is projected to")
     drop_rate: float = opt(0.0, "dropout before the classifier")
+    input_kind: str = opt("face", "what the model reads: face crops, or whole photos (scene: no face detection, scene "
+                                  "augmentation, centre crop)", ("face", "scene"))
+    resize_mode: str = opt("auto", "how images reach the input size: squash, center_crop, letterbox; auto = squash for faces, "
+                                   "center_crop for scenes", ("auto", "squash", "center_crop", "letterbox"))
+    loss: str = opt("ccc", "loss of the continuous targets (emotune.losses): 1 - CCC, MSE or their mean", ("ccc", "mse", "ccc+mse"))
+    class_weight: float = opt(1.0, "multi-task: weight of the class loss")
+    target_weight: float = opt(1.0, "multi-task: weight of the target loss")
     # optimisation
     epochs: int = opt(10, "number of epochs")
     batch_size: int = opt(64, "batch size")
@@ -74,7 +87,9 @@ class TrainConfig:
     cutmix: float = opt(0.0, "CutMix alpha (0 = off)")
     ema: bool = opt(False, "keep an exponential moving average of the weights and evaluate/save it")
     ema_decay: float = opt(0.999, "EMA decay per step")
-    monitor: str = opt("macro_f1", "validation metric that picks the best checkpoint", ("accuracy", "balanced_accuracy", "macro_f1", "loss"))
+    monitor: str = opt("macro_f1", "validation metric that picks the best checkpoint (ccc: mean CCC over the targets; a "
+                                   "model without classes uses ccc for the class metrics)",
+                       ("accuracy", "balanced_accuracy", "macro_f1", "loss", "ccc"))
     monitor_source: str | None = opt(None, "merged sources: pick the best epoch on this source's validation images (e.g. the "
                                           "small target set), not on the pooled validation set")
     patience: int = opt(0, "early stopping: epochs without improvement of --monitor (0 = off)")
@@ -104,6 +119,10 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def resolved_resize_mode(self) -> str:
+        return ("center_crop" if self.input_kind == "scene" else "squash") if self.resize_mode == "auto" else self.resize_mode
+
     def validate(self) -> "TrainConfig":
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
@@ -121,6 +140,8 @@ class TrainConfig:
             raise ConfigError("epoch_samples must be 0 (one pass over the data) or a number of draws")
         if self.monitor_source and not self.sources:
             raise ConfigError("monitor_source names one of the merged `sources:`; this run has a single dataset")
+        if self.class_weight < 0 or self.target_weight < 0 or self.class_weight + self.target_weight <= 0:
+            raise ConfigError("class_weight and target_weight must be non-negative, and not both 0")
         if self.monitor_source and self.monitor == "loss":
             raise ConfigError("monitor_source scores a source's accuracy, balanced_accuracy or macro_f1, not the loss")
         return self
@@ -171,7 +192,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 RUN_ONLY = frozenset({"resume", "allow_config_change", "progress", "out", "threads"})
 # Options that shape the model or its parameter groups: a resumed run cannot take other values, even when allowed to change.
 FIXED_ON_RESUME = frozenset({"backbone", "img_size", "channels", "head", "fusion_levels", "fusion_dim", "labels", "drop_labels",
-                             "optimizer", "strategy"})
+                             "optimizer", "strategy", "targets", "input_kind", "resize_mode"})
 
 
 def make_config(overrides: dict[str, Any], yaml_path: str | Path | None = None) -> TrainConfig:

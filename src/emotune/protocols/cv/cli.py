@@ -8,7 +8,7 @@ from pathlib import Path
 from ...data.sources import SUBJECT_PATTERN
 from ...errors import ConfigError
 from .folds import FOLDS_FILE
-from .results import METRIC_NAMES, METRICS, _pm
+from .results import _pm, metric_keys, metric_name
 from .runner import run_cv
 
 
@@ -18,9 +18,11 @@ def add_cv_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--config", help="YAML file of training options (keys as the flags, with underscores)")
     parser.add_argument("--folds", help="number of folds K, or loso (leave one subject out) (default: 5, or those of --folds-file)")
-    parser.add_argument("--group-by", default="none", choices=["none", "subject"],
-                        help="keep each subject's images in one fold (subjects from a manifest column or file names)")
-    parser.add_argument("--stratify", action="store_true", help="keep class proportions similar across folds")
+    parser.add_argument("--group-by", default="none", choices=["none", "subject", "group"],
+                        help="keep each subject's (or group's: duplicates, themes, videos; a manifest `group` column or "
+                             "the format's) images in one fold")
+    parser.add_argument("--stratify", action="store_true", help="keep class proportions (regression: quantile bins of the "
+                                                                "targets) similar across folds")
     parser.add_argument("--final", action="store_true", help="also train a final model on all data into OUT/final")
     parser.add_argument("--folds-file", help="reuse the fold assignment of an earlier run (its folds.csv)")
     parser.add_argument("--subject-pattern", help=f"regex whose first group is the subject in file names without one "
@@ -51,7 +53,7 @@ def run_cv_command(args: argparse.Namespace) -> int:
         raise ConfigError("data: no data given (--data PATH or --folds-file folds.csv)")
     res = run_cv(cfg, args.folds, args.group_by, args.stratify, args.final, args.folds_file, args.subject_pattern)
     out = Path(res.out)
-    print(" ".join(f"{METRIC_NAMES[m]} {_pm(res.mean[m], res.std[m])}" for m in METRICS))
+    print("  ".join(f"{metric_name(m)} {_pm(res.mean[m], res.std[m])}" for m in metric_keys(res.folds) if m in res.mean))
     print(f"wrote {out / 'cv.json'}, {out / 'cv.md'}, {out / 'confusion.png'}, {out / 'curves.png'}, {out / FOLDS_FILE}", file=sys.stderr)
     failed = res.failed or (res.final is not None and res.final.get("status") != "ok")
     if res.failed:

@@ -20,6 +20,7 @@ from ...io import atomic_write_text
 
 FOLDS_FILE = "folds.csv"
 FOLD_FIELDS = ["path", "label", "subject", "fold"]
+TARGET_BINS = 4  # quantile bins of the first target for --stratify on a regression set
 
 
 @dataclass
@@ -84,14 +85,24 @@ def assign_folds(samples: Sequence[Sample], folds: int | str = 5, group_by: str 
 
     folds = parse_folds(folds)
     n = len(samples)
-    y = np.array([s.label for s in samples])
+    y = stratify_keys(samples)
     idx = np.arange(n)
     groups = None
     if folds == "loso":
         group_by = "subject"
-    if group_by not in (None, "none", "subject"):
-        raise ConfigError(f"--group-by: {group_by!r} is not one of none, subject")
-    if group_by == "subject":
+    if group_by not in (None, "none", "subject", "group"):
+        raise ConfigError(f"--group-by: {group_by!r} is not one of none, subject, group")
+    if group_by == "group":
+        missing = [s for s in samples if not s.split_group]
+        if missing:
+            raise ConfigError(f"--group-by group: {len(missing)} of {len(samples)} images have no group (e.g. {missing[0].where}); "
+                              "give a manifest `group` column")
+        groups = np.array([s.split_group for s in samples])
+        n_groups = len(set(groups.tolist()))
+        if folds == "loso" or folds > n_groups:
+            raise ConfigError(f"--folds {folds}: {n_groups} groups; use at most {n_groups} folds")
+        splitter = (StratifiedGroupKFold if stratify else GroupKFold)(n_splits=folds, shuffle=True, random_state=seed)
+    elif group_by == "subject":
         groups = np.array(require_subjects(samples))
         n_groups = len(set(groups.tolist()))
         if folds == "loso" or folds == n_groups:
@@ -120,6 +131,62 @@ def assign_folds(samples: Sequence[Sample], folds: int | str = 5, group_by: str 
     return FoldPlan(fold_of.tolist(), k, type(splitter).__name__)
 
 
+def stratify_keys(samples: Sequence[Sample], bins: int = TARGET_BINS) -> np.ndarray:
+    """What --stratify balances: the class, and for images with targets the quantile bin of the first target
+    (valence), so that every fold spans the range of ratings."""
+    y = np.array([s.label for s in samples], dtype=object)
+    names = next((list(s.targets) for s in samples if s.targets), None)
+    if not names:
+        return y.astype(str)
+    v = np.array([(s.targets or {}).get(names[0], np.nan) for s in samples], dtype=float)
+    ok = ~np.isnan(v)
+    if ok.sum() >= bins:
+        edges = np.quantile(v[ok], np.linspace(0, 1, bins + 1)[1:-1])
+        b = np.digitize(v, edges)
+        y = np.array([f"{lab}|{names[0]}{int(q)}" if good else f"{lab}|none" for lab, q, good in zip(y, b, ok)], dtype=object)
+    return y.astype(str)
+
+
+def crossing_groups(samples: Sequence[Sample], fold_of: Sequence[int]) -> list[str]:
+    """Groups (duplicates, themes, videos) whose images sit in more than one fold."""
+    seen: dict[str, set[int]] = {}
+    for s, f in zip(samples, fold_of):
+        if s.group:
+            seen.setdefault(s.group, set()).add(int(f))
+    return sorted(g for g, fs in seen.items() if len(fs) > 1)
+
+
+def target_columns(samples: Sequence[Sample]) -> dict[str, str]:
+    """{target name: its fold-manifest column `name@lo:hi`} (the scale of the first sample that has it)."""
+    from ...data.targets import scaled_column
+
+    cols: dict[str, str] = {}
+    for s in samples:
+        for t in s.targets or {}:
+            cols.setdefault(t, scaled_column(t, s.target_scale))
+    return cols
+
+
+def target_cells(s: Sample, cols: dict[str, str]) -> dict[str, str]:
+    """A sample's targets back on its source scale (so fold models' cards keep it), empty when not annotated."""
+    from ...data.targets import SCALED_COLUMN, from_unit
+
+    out = {}
+    for t, col in cols.items():
+        m = SCALED_COLUMN.fullmatch(col)
+        v = (s.targets or {}).get(t, float("nan"))
+        out[col] = "" if v != v else f"{from_unit(v, (float(m.group(2)), float(m.group(3)))):.8g}"
+    return out
+
+
+def fold_targets(path: str | Path) -> list[str]:
+    """The target columns (`name@lo:hi`) of a fold manifest."""
+    from ...data.sources import _read_csv_header
+    from ...data.targets import SCALED_COLUMN
+
+    return [h for h in _read_csv_header(Path(path)) if SCALED_COLUMN.fullmatch(h)]
+
+
 def crossing_subjects(samples: Sequence[Sample], fold_of: Sequence[int]) -> list[str]:
     """Subjects whose images sit in more than one fold (must be empty for subject-grouped CV)."""
     seen: dict[str, set[int]] = {}
@@ -143,14 +210,17 @@ def _abs(p: Path | None) -> str:
 
 def write_folds_csv(path: str | Path, samples: Sequence[Sample], fold_of: Sequence[int]) -> Path:
     """The assignment as a manifest `load_manifest` reads (absolute paths), plus the `fold` column."""
-    rows = [{"path": _abs(s.path), "label": s.label, "subject": s.subject or "", "fold": int(f)} for s, f in zip(samples, fold_of)]
-    return atomic_write_text(path, _csv_text(FOLD_FIELDS, rows))
+    names = target_columns(samples)
+    groups = any(s.group for s in samples)
+    rows = [{"path": _abs(s.path), "label": s.label, "subject": s.subject or "", "fold": int(f),
+             **({"group": s.group or ""} if groups else {}), **target_cells(s, names)} for s, f in zip(samples, fold_of)]
+    return atomic_write_text(path, _csv_text(FOLD_FIELDS + (["group"] if groups else []) + list(names.values()), rows))
 
 
 def read_folds_csv(path: str | Path) -> tuple[list[Sample], list[int]]:
     """Samples and their folds from a fold manifest (paths absolute or relative to the CSV's folder)."""
     path = Path(path)
-    samples = load_manifest(path)
+    samples = load_manifest(path, targets=fold_targets(path))
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in reader.fieldnames or []]

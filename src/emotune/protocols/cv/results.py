@@ -19,7 +19,24 @@ if TYPE_CHECKING:
     from ...evaluate import Metrics
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
-METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1"}
+METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1",
+                "ccc": "CCC", "pearson": "Pearson r", "rmse": "RMSE", "mae": "MAE", "sagr": "SAGR"}
+
+
+def metric_keys(folds: Sequence["FoldResult"]) -> list[str]:
+    """The scores every finished fold has: the class metrics, then the targets' (mean and per target: valence_ccc...)."""
+    ok = [f for f in folds if f.ok]
+    if not ok:
+        return list(METRICS)
+    keys = [k for k in ok[0].metrics if k not in ("n", "loss") and all(k in f.metrics for f in ok)]
+    return [m for m in METRICS if m in keys] + [k for k in keys if k not in METRICS]
+
+
+def metric_name(key: str) -> str:
+    if key in METRIC_NAMES:
+        return METRIC_NAMES[key]
+    target, _, m = key.rpartition("_")
+    return f"{target} {METRIC_NAMES.get(m, m)}" if target else key
 
 
 @dataclass
@@ -65,7 +82,7 @@ def aggregate(folds: Sequence[FoldResult]) -> tuple[dict[str, float], dict[str, 
     """Unweighted mean ± std over the folds that finished, per metric."""
     ok = [f for f in folds if f.ok]
     mean, std = {}, {}
-    for m in METRICS:
+    for m in metric_keys(folds):
         mean[m], std[m] = mean_std([f.metrics[m] for f in ok])
     return mean, std
 
@@ -127,8 +144,8 @@ class CVResult:
     def update(self) -> "CVResult":
         """Recompute mean ± std and the pooled scores from the folds so far."""
         self.mean, self.std = aggregate(self.folds)
-        self.pooled_confusion = pool_confusion(self.folds, self.labels)
-        if any(f.ok for f in self.folds):
+        self.pooled_confusion = pool_confusion(self.folds, self.labels) if self.labels else []
+        if self.labels and any(f.ok for f in self.folds):
             self.pooled = metrics_from_confusion(self.pooled_confusion, self.labels).summary()
         return self
 
@@ -141,7 +158,7 @@ class CVResult:
 
     def to_markdown(self) -> str:
         ok = sum(f.ok for f in self.folds)
-        group = "subject-grouped" if self.group_by == "subject" else "not grouped"
+        group = {"subject": "subject-grouped", "group": "group-kept (duplicates, themes, videos)"}.get(self.group_by, "not grouped")
         lines = [f"# Cross-validation: {self.backbone} on `{self.data}`", "",
                  f"{self.k} folds ({self.scheme}, {group}{', stratified' if self.stratify else ''}, seed {self.seed}); "
                  f"{self.n} images, {self.subjects} subjects; {ok}/{len(self.folds)} folds finished"
@@ -149,19 +166,22 @@ class CVResult:
                  f"Model selection: best epoch on a {self.config.get('val_fraction', 0):.0%} hold-out of each fold's training "
                  "folds (subject-grouped when subjects are known); the test fold is used only for the scores below.", "",
                  "| metric | mean ± std over folds | pooled |", "|---|---|---|"]
-        for m in METRICS:
+        keys = metric_keys(self.folds)
+        for m in keys:
             pooled = f"{self.pooled[m]:.4f}" if m in self.pooled else "-"
-            lines.append(f"| {METRIC_NAMES[m]} | {_pm(self.mean.get(m), self.std.get(m))} | {pooled} |")
-        lines += ["", "## Folds", "", "| fold | status | train | test | test subjects | accuracy | balanced accuracy | macro-F1 | best epoch | seconds | error |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+            lines.append(f"| {metric_name(m)} | {_pm(self.mean.get(m), self.std.get(m))} | {pooled} |")
+        shown = [m for m in keys if m in METRICS or "_" not in m]  # per-target scores: in the table above
+        lines += ["", "## Folds", "", "| fold | status | train | test | test subjects | " + " | ".join(metric_name(m) for m in shown)
+                  + " | best epoch | seconds | error |", "|---" * (len(shown) + 8) + "|"]
         for f in self.folds:
-            scores = [f"{f.metrics[m]:.4f}" if f.ok else "-" for m in METRICS]
+            scores = [f"{f.metrics[m]:.4f}" if f.ok and m in f.metrics else "-" for m in shown]
             err = f.error.replace("|", "\\|").replace("\n", " ")
             lines.append(f"| {f.fold} | {f.status} | {f.n_train} | {f.n_test} | {f.test_subjects} | " + " | ".join(scores)
                          + f" | {f.best_epoch or '-'} | {f.seconds:.1f} | {err} |")
-        lines += ["", "## Pooled confusion matrix over all folds (rows: true, columns: predicted)", "",
-                  "| true \\ pred | " + " | ".join(self.labels) + " |", "|---" * (len(self.labels) + 1) + "|"]
-        lines += [f"| {self.labels[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(self.pooled_confusion)]
+        if self.labels:
+            lines += ["", "## Pooled confusion matrix over all folds (rows: true, columns: predicted)", "",
+                      "| true \\ pred | " + " | ".join(self.labels) + " |", "|---" * (len(self.labels) + 1) + "|"]
+            lines += [f"| {self.labels[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(self.pooled_confusion)]
         lines += ["", "Plots: `confusion.png` (pooled, row-normalised), `curves.png` (every fold's learning curves, best epochs "
                   "marked); each fold's own run folder has its `log.csv` and `curves.png`."]
         if self.final is not None:
@@ -182,7 +202,9 @@ def write_reports(result: CVResult, plot: bool = True) -> None:
     out = Path(result.out)
     atomic_write_json(out / "cv.json", result.to_dict())
     atomic_write_text(out / "cv.md", result.to_markdown())
-    if plot and any(f.ok for f in result.folds):
+    if plot and any(f.ok for f in result.folds) and not result.labels:
+        plot_fold_curves(result, out / "curves.png")
+    elif plot and any(f.ok for f in result.folds):
         m = metrics_from_confusion(result.pooled_confusion, result.labels)
         from ...evaluate import plot_confusion
 
@@ -207,13 +229,15 @@ def plot_fold_curves(result: CVResult, path: Path) -> Path | None:
     a, b = fig.subplots(1, 2)
     for k, (log, best) in logs.items():
         d = pd.read_csv(log)
+        score = "val_accuracy" if "val_accuracy" in d else "val_ccc"
         line, = a.plot(d["epoch"], d["val_loss"], "-", lw=1.2, label=f"fold {k}")
         a.plot(d["epoch"], d["train_loss"], ":", lw=1, color=line.get_color())
-        b.plot(d["epoch"], d["val_accuracy"], "-", lw=1.2, color=line.get_color())
+        b.plot(d["epoch"], d[score], "-", lw=1.2, color=line.get_color())
         if best in set(d["epoch"]):
-            b.plot([best], d.loc[d["epoch"] == best, "val_accuracy"], "o", color=line.get_color())
+            b.plot([best], d.loc[d["epoch"] == best, score], "o", color=line.get_color())
     a.set_xlabel("epoch"); a.set_ylabel("loss (dotted: train, solid: hold-out)"); a.grid(alpha=0.3)
-    b.set_xlabel("epoch"); b.set_ylabel("hold-out accuracy (dot: best epoch)"); b.set_ylim(0, 1); b.grid(alpha=0.3)
+    b.set_xlabel("epoch"); b.set_ylabel("hold-out accuracy or CCC (dot: best epoch)"); b.set_ylim(-0.2 if score == "val_ccc" else 0, 1)
+    b.grid(alpha=0.3)
     a.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png"))

@@ -45,7 +45,7 @@ def load_cv_samples(cfg: TrainConfig, subject_pattern: str | None = None) -> tup
         keep, _ = usable(samples, dataclasses.replace(cfg, labels=",".join(labels)), first.data)
         return apply_subject_pattern([samples[i] for i in keep], subject_pattern), labels
     samples = load_samples(cfg.data, cfg.data_format, split=cfg.train_split, ferplus_mode=cfg.ferplus_mode,
-                           drop_labels=cfg.drop_labels)
+                           drop_labels=cfg.drop_labels, targets=cfg.targets, target_scale=cfg.target_scale, tier=cfg.tier)
     keep, labels = usable(samples, cfg, cfg.data)
     return apply_subject_pattern([samples[i] for i in keep], subject_pattern), labels
 
@@ -57,17 +57,27 @@ def usable(samples: Sequence[Sample], cfg: TrainConfig, where: str) -> tuple[lis
                           "not inline pixels (fer2013.csv)")
     if any(s.soft for s in samples):
         raise ConfigError(f"{where}: cross-validation uses hard labels; use --ferplus-mode majority")
-    labels = resolve_labels(cfg.labels, [s.label for s in samples if s.label not in cfg.drop_labels])
+    present = [s.label for s in samples if s.label and s.label not in cfg.drop_labels]
+    labels = resolve_labels(cfg.labels, present) if present or cfg.labels != "auto" else ()
     from ...data.dataset import filter_labels
 
     filter_labels(samples, labels, cfg.drop_labels, where=where)  # raises on labels neither known nor dropped
     allowed = set(labels) - set(cfg.drop_labels)
-    return [i for i, s in enumerate(samples) if s.label in allowed], labels
+    return [i for i, s in enumerate(samples) if s.label in allowed or (not s.label and s.targets)], labels
 
 
 def _split_rows(samples: Sequence[Sample], fold_of: Sequence[int], fold: int) -> list[dict[str, Any]]:
-    return [{"path": _abs(s.path), "label": s.label, "subject": s.subject or "", "split": "test" if f == fold else "train"}
-            for s, f in zip(samples, fold_of)]
+    from .folds import target_cells, target_columns
+
+    cols = target_columns(samples)
+    return [{"path": _abs(s.path), "label": s.label, "subject": s.subject or "", "group": s.group or "",
+             "split": "test" if f == fold else "train", **target_cells(s, cols)} for s, f in zip(samples, fold_of)]
+
+
+def _split_fields(samples: Sequence[Sample]) -> list[str]:
+    from .folds import target_columns
+
+    return ["path", "label", "subject", "group", "split", *target_columns(samples).values()]
 
 
 def _data_name(cfg: TrainConfig) -> str:
@@ -84,11 +94,17 @@ def fold_config(cfg: TrainConfig, data: Path, out: Path, labels: Sequence[str], 
     if cfg.sources:
         first = {**cfg.sources[0], "data": str(data), "format": "manifest", "split": train_split, "val_data": None,
                  "val_split": None, "label_map": {}}  # the manifest already holds mapped labels
-        return dataclasses.replace(cfg, sources=[first, *cfg.sources[1:]], labels=",".join(labels), drop_labels=[],
+        from .folds import fold_targets
+
+        first.update(targets=fold_targets(data), target_scale=None, tier=None)
+        return dataclasses.replace(cfg, sources=[first, *cfg.sources[1:]], labels=",".join(labels) or "auto", drop_labels=[],
                                    out=str(out), resume=(out / "train_state.safetensors").is_file())
+    from .folds import fold_targets
+
     return dataclasses.replace(cfg, data=str(data), data_format="manifest", train_split=train_split, val_data=None,
-                               val_split=None, labels=",".join(labels), drop_labels=[], out=str(out),
-                               resume=(out / "train_state.safetensors").is_file())
+                               val_split=None, labels=",".join(labels) or "auto", drop_labels=[], out=str(out),
+                               resume=(out / "train_state.safetensors").is_file(), targets=fold_targets(data),
+                               target_scale="auto", tier=None)
 
 
 def run_fold(cfg: TrainConfig, fold: int, samples: Sequence[Sample], fold_of: Sequence[int], labels: Sequence[str],
@@ -103,7 +119,7 @@ def run_fold(cfg: TrainConfig, fold: int, samples: Sequence[Sample], fold_of: Se
     t0 = time.perf_counter()
     try:
         split_csv = fdir / "split.csv"
-        atomic_write_text(split_csv, _csv_text(["path", "label", "subject", "split"], _split_rows(samples, fold_of, fold)))
+        atomic_write_text(split_csv, _csv_text(_split_fields(samples), _split_rows(samples, fold_of, fold)))
         tr = train(fold_config(cfg, split_csv, fdir, labels, "train"))
         from ...evaluate import evaluate_dataset
         from ...train.engine import Skipped, print_skipped
@@ -116,7 +132,9 @@ def run_fold(cfg: TrainConfig, fold: int, samples: Sequence[Sample], fold_of: Se
         atomic_write_json(fdir / "test.json", rep.to_dict())
         m = rep.metrics
         res.status, res.best_epoch = "ok", tr.best_epoch
-        res.metrics, res.labels, res.confusion = m.summary(), list(m.labels), m.confusion
+        res.metrics = {**(m.summary() if m is not None else {}),
+                       **({k: v for k, v in rep.regression.summary().items() if k != "loss"} if rep.regression is not None else {})}
+        res.labels, res.confusion = (list(m.labels), m.confusion) if m is not None else ([], [])
     except Exception as exc:  # a fold's failure is reported; the other folds still run
         res.error = f"{type(exc).__name__}: {exc}"
         res.traceback = traceback.format_exc()
@@ -223,6 +241,12 @@ def run_cv(cfg: TrainConfig, folds: int | str | None = None, group_by: str | Non
         crossing = crossing_subjects(samples, fold_of)
         if crossing:
             raise ConfigError(f"subjects {crossing[:5]} have images in more than one fold; not a subject-grouped assignment")
+    if group_by == "group":
+        from .folds import crossing_groups
+
+        crossing = crossing_groups(samples, fold_of)
+        if crossing:
+            raise ConfigError(f"groups {crossing[:5]} have images in more than one fold; not a group-kept assignment")
     from ...train.config import check_model_choice
 
     check_model_choice(cfg.backbone, cfg.pretrained)  # before the folder is made: every fold would fail alike
@@ -265,6 +289,7 @@ def _fold_line(r: FoldResult, k: int, skipped: bool = False) -> str:
     if not r.ok:
         return f"{head} FAILED ({r.error})"
     m = r.metrics
+    scores = (f"acc {m['accuracy']:.4f} bal-acc {m['balanced_accuracy']:.4f} macro-F1 {m['macro_f1']:.4f}  " if "accuracy" in m else "")
+    scores += "".join(f"{k.removesuffix('_ccc')} CCC {v:.4f}  " for k, v in m.items() if k.endswith("_ccc"))
     return (f"{head} {'done earlier' if skipped else 'ok'}  train {r.n_train} test {r.n_test} ({r.test_subjects} subjects)  "
-            f"acc {m['accuracy']:.4f} bal-acc {m['balanced_accuracy']:.4f} macro-F1 {m['macro_f1']:.4f}  "
-            f"best epoch {r.best_epoch}  {r.seconds:.1f}s")
+            f"{scores}best epoch {r.best_epoch}  {r.seconds:.1f}s")
