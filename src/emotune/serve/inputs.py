@@ -15,6 +15,7 @@ from starlette.requests import Request
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
 RAW_TYPES = {"image/jpeg", "image/jpg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff",
              "application/octet-stream"}
+_FORM = "application/x-www-form-urlencoded"
 _URL = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://")
 _DATA_URL = re.compile(r"^\s*data:([^;,]*)(;base64)?,", re.IGNORECASE)
 
@@ -96,6 +97,16 @@ def _json_body(body: bytes) -> dict:
     return obj
 
 
+def _form_body(body: bytes) -> dict:
+    """application/x-www-form-urlencoded (what some deepface clients send): image keys hold base64 text."""
+    from urllib.parse import parse_qsl
+
+    try:
+        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
+    except UnicodeDecodeError:
+        raise HTTPProblem(400, "form body is not UTF-8 text") from None
+
+
 def parse_multipart(body: bytes, content_type: str, file_keys: tuple[str, ...], max_parts: int = 256) -> Parsed:
     """multipart/form-data parsed in memory: file parts named in `file_keys` become uploads, other parts options."""
     from python_multipart.multipart import MultipartParser, parse_options_header
@@ -165,14 +176,14 @@ async def parse_request(request: Request, limit: int, file_keys: tuple[str, ...]
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not ctype:
         raise HTTPProblem(415, "no Content-Type: send multipart/form-data, application/json or an image")
-    if ctype not in RAW_TYPES and ctype not in ("multipart/form-data", "application/json"):
+    if ctype not in RAW_TYPES and ctype not in ("multipart/form-data", "application/json", _FORM):
         raise HTTPProblem(415, f"unsupported media type {ctype}: send multipart/form-data (field "
                                f"{file_keys[0]!r}), application/json with base64, or an image body")
     body = await read_body(request, limit)
     if ctype == "multipart/form-data":
         parsed = parse_multipart(body, request.headers["content-type"], file_keys)
-    elif ctype == "application/json":
-        obj = _json_body(body)
+    elif ctype in ("application/json", _FORM):
+        obj = _json_body(body) if ctype == "application/json" else _form_body(body)
         parsed = Parsed(fields={k: v for k, v in obj.items() if k not in json_keys})
         key = next((k for k in json_keys if k in obj), None)
         if key is not None:
