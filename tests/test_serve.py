@@ -293,3 +293,28 @@ def test_serve_defaults_to_loopback_and_checks_options(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("emotune: error: --max-batch 0") and err[-1].startswith("emotune: error:")
     assert "/nonexistent/model.json" in err[-1]
+
+
+def test_microbatcher_waits_only_for_requests_on_the_way():
+    def classify(crops, tta):
+        return np.zeros((len(crops), 2))
+
+    async def main():
+        b = MicroBatcher(classify, max_batch=32, max_wait_ms=400)
+        await b.start()
+        t = time.perf_counter()
+        await b.classify([np.zeros((2, 2, 3), np.uint8)])
+        alone = time.perf_counter() - t
+        with b.upstream():  # another request is being detected: the batch waits (up to 400 ms) for its crops
+            t = time.perf_counter()
+            first = asyncio.ensure_future(b.classify([np.zeros((2, 2, 3), np.uint8)]))
+            await asyncio.sleep(0.1)
+            await b.classify([np.zeros((2, 2, 3), np.uint8)])
+            await first
+            together = time.perf_counter() - t
+        await b.stop()
+        return alone, together, b.stats
+
+    alone, together, stats = asyncio.run(main())
+    assert alone < 0.2 and together >= 0.1  # a lone request does not pay the 400 ms wait
+    assert stats.batches == 2 and stats.largest == 2

@@ -203,7 +203,8 @@ class Engine:
         import anyio
 
         t0 = time.perf_counter()
-        rgb, faces, crops = await anyio.to_thread.run_sync(self.prepare, upload, opts)
+        with self.batcher.upstream():
+            rgb, faces, crops = await anyio.to_thread.run_sync(self.prepare, upload, opts)
         t1 = time.perf_counter()
         probs = await self.batcher.classify(crops, opts.tta) if crops else np.zeros((0, len(self.labels)))
         t2 = time.perf_counter()

@@ -1,7 +1,8 @@
 """Micro-batching: face crops of requests that arrive within a few milliseconds are classified in one forward pass.
 
 A single consumer task takes the first waiting request, gathers more for at most `max_wait_ms` (or until `max_batch`
-crops), and runs one classification in a worker thread. While that runs, the next requests queue up, so under load
+crops), and runs one classification in a worker thread. It waits only while other requests are still being decoded
+and detected (`upstream()` counts them): a lone request is classified at once, with no added latency. While that runs, the next requests queue up, so under load
 batches grow by themselves and at low load a request waits at most `max_wait_ms`. Off (`enabled=False`), every request
 is classified alone, in its own thread: the one-at-a-time baseline the load benchmark compares against.
 """
@@ -52,6 +53,7 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.coming = 0  # requests being decoded/detected: their crops will arrive soon, so a batch may wait for them
         # one thread runs the batches: the model is used by one batch at a time, with all its intra-op threads
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="emotune-classify")
 
@@ -71,6 +73,20 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
+
+    def upstream(self):
+        """Context manager around a request's decode+detect: while inside, the batcher knows crops are coming."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def cm():
+            self.coming += 1
+            try:
+                yield
+            finally:
+                self.coming -= 1
+
+        return cm()
 
     @property
     def waiting(self) -> int:
@@ -98,7 +114,7 @@ class MicroBatcher:
                 job = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 left = deadline - loop.time()
-                if left <= 0:
+                if left <= 0 or not self.coming:  # nobody else is on the way: do not make this batch wait
                     break
                 try:
                     job = await asyncio.wait_for(self._queue.get(), left)
