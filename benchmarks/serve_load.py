@@ -157,7 +157,8 @@ def render(result: dict) -> str:
     base = result["one_at_a_time_rps"]
     md = ["# `emotune serve` under load (loopback)", "",
           f"POST /v1/analyze, multipart, one-face 640x480 JPEG ({result['jpeg_bytes']:,} bytes); {result['requests']} requests "
-          f"per level; the client runs on the same machine. One-at-a-time (batching off, 1 client): **{base} req/s**.", "",
+          f"per level; the client runs on the same machine; server options: {' '.join(result['server_args']) or 'defaults'}. "
+          f"One-at-a-time (batching off, 1 client): **{base} req/s**.", "",
           "| clients | batching | req/s | x one-at-a-time | p50 ms | p95 ms | p99 ms | errors | mean batch | server RSS MiB |",
           "|---|---|---|---|---|---|---|---|---|---|"]
     for a, b in zip(on["levels"], off["levels"]):
@@ -178,6 +179,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="100 requests per level")
     ap.add_argument("--note", default="", help="a sentence about the machine's state, kept in the report")
     ap.add_argument("--server-args", default="", help="extra `emotune serve` options, e.g. '--det-max-side 320'")
+    ap.add_argument("--name", default="serve_load", help="report name in results/ (default: serve_load)")
     args = ap.parse_args()
     requests = 100 if args.quick else args.requests
     jpg = photo_640x480()
@@ -204,7 +206,7 @@ def main() -> None:
               "one_at_a_time_rps": base, "modes": modes, "targets": targets,
               "loadavg_before": [round(v, 2) for v in load0], "loadavg_after": [round(v, 2) for v in load1],
               "note": args.note, "environment": environment()}
-    print(write_report("serve_load", result, render(result)))
+    print(write_report(args.name, result, render(result)))
 
 
 if __name__ == "__main__":
