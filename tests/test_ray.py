@@ -99,7 +99,9 @@ def test_rerun_skips_finished_shards_and_resumes(folder, tmp_path, capsys):
 
 def test_manifest_and_refused_options(folder, tmp_path, capsys):
     manifest = tmp_path / "list.txt"
-    manifest.write_text(f"# two of them\n{folder / 'a_grace.jpg'}\n\n{folder / 'f_noise.png'}\n{tmp_path / 'gone.jpg'}\n")
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 and then nothing")  # a video is a shard of its own
+    manifest.write_text(f"# two images and a broken video\n{folder / 'a_grace.jpg'}\n\n{folder / 'f_noise.png'}\n"
+                        f"{tmp_path / 'gone.jpg'}\nbroken.mp4\n")
     assert read_manifest(manifest)[0] == str(folder / "a_grace.jpg")
     csv = tmp_path / "list.csv"
     pd.DataFrame({"path": ["x.jpg"]}).to_csv(csv, index=False)
@@ -107,7 +109,9 @@ def test_manifest_and_refused_options(folder, tmp_path, capsys):
     out = tmp_path / "m"
     assert _ray([str(manifest), "--workers", "1", "-o", str(out)]) == 0
     got = _sorted(read_shards(out))
-    assert [Path(f).name for f in got["file"]] == ["a_grace.jpg", "f_noise.png"] and got["label"].notna().sum() == 1
+    assert sorted(Path(f).name for f in got["file"]) == ["a_grace.jpg", "broken.mp4", "f_noise.png"]
+    assert got["label"].notna().sum() == 1 and len(list(out.glob("video-*-broken.parquet"))) == 1
+    assert got[got["file"].str.endswith("broken.mp4")]["error"].notna().all()
     assert "gone.jpg: file not found" in capsys.readouterr().err
     for extra, word in [(["--annotate", str(tmp_path / "ann")], "--annotate"), (["--format", "csv"], "--format"),
                         ([], "--output DIR")]:
@@ -122,3 +126,20 @@ def test_plan_shards_is_stable():
     assert [s.name for s in a] == [s.name for s in b] and len(a) == 4
     assert a[-1].kind == "video" and a[-1].name.endswith("clip_one.parquet") and a[0].files == ("/d/0.jpg", "/d/1.jpg")
     assert plan_shards(imgs[:4], [], 2)[1].name != plan_shards(imgs[:3] + ["/d/9.jpg"], [], 2)[1].name
+
+
+@pytest.mark.shared
+def test_a_video_is_one_task_with_the_same_rows_as_plain_predict(tmp_path):
+    video = Path(__file__).resolve().parents[1].parent / "shared" / "videos" / "single_face.mp4"
+    if not video.is_file():
+        pytest.skip(f"needs {video} (absent on this machine)")
+    plain_csv = tmp_path / "plain.csv"
+    assert main(["predict", str(video), "--every", "12", "-o", str(plain_csv), "--no-progress"]) == 0
+    out = tmp_path / "v"
+    assert _ray([str(video), "--every", "12", "--workers", "1", "-o", str(out)]) == 0
+    (shard,) = out.glob("*.parquet")
+    assert shard.name.startswith("video-") and shard.name.endswith("single_face.parquet")
+    plain, got = pd.read_csv(plain_csv), read_shards(out)
+    assert got["frame"].tolist() == plain["frame"].tolist() and got["track"].tolist() == plain["track"].tolist()
+    assert got["label"].fillna("-").tolist() == plain["label"].fillna("-").tolist()
+    assert np.allclose(got["happy"].to_numpy(float), plain["happy"].to_numpy(float), atol=2e-4, equal_nan=True)

@@ -237,6 +237,8 @@ def _run(ray, args: argparse.Namespace, out: Path, pending: list[Shard], total: 
     cpus = max(1, int(ray.available_resources().get("CPU", os.cpu_count() or 1)))
     workers = min(args.workers or cpus, len(pending))
     threads = max(1, cpus // workers)  # onnxruntime threads per actor: the CPUs each actor is given
+    import ray.data  # importing it configures its loggers (INFO to the console): quieten them after that
+
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # emotune prints its own progress and summary
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = not args.no_progress and sys.stderr.isatty()
