@@ -56,6 +56,11 @@ COMMANDS: list[CommandSpec] = [
                 "put several runs (train, evaluate, cv) side by side",
                 "One table over run folders: train runs, evaluate outputs and cv folders."),
     CommandSpec("faces", "commands.faces", "add_faces_arguments", "run_faces", "faces crop: a photo dataset -> face crops framed as predict frames them"),
+    CommandSpec("serve", "commands.serve", "add_serve_arguments", "run_serve",
+                "REST API and web page for emotion recognition (FastAPI on uvicorn, 127.0.0.1 by default)",
+                "POST /v1/analyze (multipart, base64 JSON or an image body), /v1/analyze/batch, a deepface-compatible "
+                "POST /analyze, GET /v1/models and /health; the web page at /, the API page at /docs. The model loads once; "
+                "faces of concurrent requests are classified in micro-batches. Needs `pip install 'emotune[serve]'`."),
     CommandSpec("models", "commands.catalog", "add_no_arguments", "run_models", "list the registered backbones"),
     CommandSpec("detectors", "commands.catalog", "add_no_arguments", "run_detectors", "list the face detectors"),
     CommandSpec("demo", "commands.demo", "add_demo_arguments", "run_demo",

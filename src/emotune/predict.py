@@ -46,6 +46,13 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                         f"{DEFAULT_MAX_PIXELS:,} or $EMOTUNE_MAX_PIXELS; 0 = no limit). Large photos are shrunk for "
                         "detection, not refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ray = p.add_argument_group("batch inference on Ray (docs/serve.md)")
+    ray.add_argument("--engine", choices=["local", "ray"], default="local",
+                     help="local (default): this process; ray: a pool of recognisers on Ray writing Parquet shards to "
+                          "the --output folder (a rerun skips finished shards)")
+    ray.add_argument("--address", default=None, help="Ray cluster: auto or ray://HOST:PORT (default: start a local Ray)")
+    ray.add_argument("--workers", type=int, default=None, help="Ray actors (default: one per CPU); each gets CPUs/workers threads")
+    ray.add_argument("--shard-size", type=int, default=256, help="images per Parquet shard (default: 256); a video is a shard")
 
 
 def _out_format(args: argparse.Namespace) -> str:
@@ -105,6 +112,10 @@ def run_predict(args: argparse.Namespace) -> int:
     if not args.paths and args.webcam is None:
         raise ConfigError("give at least one image, folder, glob or video (or --webcam INDEX)")
     _refuse_streams(args.paths)
+    if getattr(args, "engine", "local") == "ray":
+        from .batch.ray_engine import run_ray
+
+        return run_ray(args, collect_inputs(args.paths, recursive=not args.no_recursive))
     fmt = _out_format(args)
     check_outputs(args)
     inputs = collect_inputs(args.paths, recursive=not args.no_recursive)

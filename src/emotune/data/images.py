@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from ..errors import BadInputError
 # read_image (training and evaluation data are small); `emotune predict --max-pixels` passes its own (200 MP).
 MAX_PIXELS = 64_000_000
 _PIL_LIMIT_LOCK = threading.Lock()
+_BOMB_HINT = "predict --max-pixels raises the limit, 0 removes it"
 
 
 @contextlib.contextmanager
@@ -71,14 +73,31 @@ def read_image(path: str | Path, channels: str = "rgb", max_pixels: int | None =
         raise BadInputError(path, "is a folder, not an image")
     if path.stat().st_size == 0:
         raise BadInputError(path, "empty file (0 bytes)")
+    return _decode(path, path, channels, limit)
+
+
+def read_image_bytes(data: bytes, where: str = "upload", channels: str = "rgb", max_pixels: int | None = None,
+                     formats: tuple[str, ...] | None = None, hint: str = _BOMB_HINT) -> Image.Image:
+    """`read_image` for bytes in memory (a server upload): the same checks and errors, nothing written to disk.
+    `formats` limits the Pillow decoders tried (a server accepts a few common formats, not every plugin)."""
+    if not data:
+        raise BadInputError(where, "empty upload (0 bytes)")
+    limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
+    if formats:
+        Image.init()  # register every plugin, so that `formats` can name any of them
+        formats = tuple(f for f in formats if f in Image.OPEN)
+    return _decode(io.BytesIO(data), where, channels, limit, formats, hint)
+
+
+def _decode(source, where, channels: str, limit: int, formats: tuple[str, ...] | None = None, hint: str = _BOMB_HINT) -> Image.Image:
     try:
-        with _pillow_limit_lifted(), Image.open(path) as img:
+        with _pillow_limit_lifted(), Image.open(source, formats=formats) as img:
             w, h = img.size
             if limit and w * h > limit:
-                raise BadInputError(path, f"image too large ({w}x{h} = {w * h:,} pixels > {limit:,}); refusing a possible "
-                                          "decompression bomb (predict --max-pixels raises the limit, 0 removes it)")
+                raise BadInputError(where, f"image too large ({w}x{h} = {w * h:,} pixels > {limit:,}); refusing a possible "
+                                           f"decompression bomb ({hint})")
             if w < 1 or h < 1:
-                raise BadInputError(path, f"image has no pixels ({w}x{h})")
+                raise BadInputError(where, f"image has no pixels ({w}x{h})")
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)  # animated GIF/PNG/WebP: use the first frame
             img.load()
@@ -87,9 +106,10 @@ def read_image(path: str | Path, channels: str = "rgb", max_pixels: int | None =
     except BadInputError:
         raise
     except UnidentifiedImageError:
-        raise BadInputError(path, "not an image, or a format Pillow cannot read") from None
+        raise BadInputError(where, "not an image, or a format Pillow cannot read"
+                            + (f" (accepted: {', '.join(formats)})" if formats else "")) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise BadInputError(path, f"corrupt or truncated image data ({exc})") from None
+        raise BadInputError(where, f"corrupt or truncated image data ({exc})") from None
 
 
 def image_from_array(arr: np.ndarray, channels: str = "rgb", where: str = "array") -> Image.Image:
