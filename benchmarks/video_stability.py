@@ -11,6 +11,8 @@ accuracy), per video and pooled over all of them:
   - fps end to end (decode, detect, classify, track, smooth) with smoothing off and on, the runs alternating within
     each repeat (the order rotates) in one process with the same settings; the on/off ratio is the median of the
     paired per-repeat ratios (the machine is shared and noisy: the ratio means more than the absolute numbers)
+  - the smoother's own cost: microseconds per frame of VideoSmoother.push over the same raw probabilities, alone,
+    as a share of the measured time per frame with smoothing off (what the fps ratio would show on a quiet machine)
 A small grid of smoother settings is replayed offline over the raw probabilities (smoothing_table), so the chosen
 defaults can be seen against their neighbours. Targets: >= 50% fewer label changes per second, fps within 10%.
 """
@@ -26,7 +28,7 @@ import pandas as pd
 from common import SHARED, write_report
 
 from emotune.inference.recognizer import Recognizer
-from emotune.inference.smoothing import EMAConfig, HMMConfig, describe, smooth_table, smoother_config
+from emotune.inference.smoothing import EMAConfig, HMMConfig, VideoSmoother, describe, smooth_table, smoother_config
 
 VIDEOS = ["WolfgangLanger_Pexels.mp4", "single_face.mp4", "face_noface.mov", "carphone_pristine.mp4", "no_face.mp4"]
 CONFIDENT = 0.6
@@ -72,6 +74,22 @@ def compare(df: pd.DataFrame, labels: list[str]) -> dict:
 
 
 # ---- runs ----------------------------------------------------------------------------------------------------------
+def smoother_cost(df: pd.DataFrame, labels: list[str], cfg, repeats: int = 3) -> float:
+    """Microseconds per processed frame that the streaming smoother itself takes (best of `repeats`)."""
+    faces = df[df["label"].notna()]
+    frames = [(float(fr["time"].iloc[0]), fr["track"].astype(int).tolist(), fr[labels].to_numpy(np.float32))
+              for (_, _), fr in faces.groupby(["file", "frame"], sort=True)]
+    best = float("inf")
+    for _ in range(repeats):
+        sm = VideoSmoother.create(cfg, 1 / 30)
+        t = time.perf_counter()
+        for i, (tt, tracks, p) in enumerate(frames):
+            sm.push(tt, tracks, p, i)
+        sm.flush()
+        best = min(best, (time.perf_counter() - t) / max(len(frames), 1))
+    return best * 1e6
+
+
 def timed_run(rec: Recognizer, video: Path, every: int, smooth) -> tuple[pd.DataFrame, float]:
     t = time.perf_counter()
     df = rec.predict_video(video, every=every, smooth=smooth)
@@ -139,6 +157,9 @@ def main() -> None:
                        "ratio_to_off": statistics.median(a / b for a, b in zip(total_fps[k], total_fps["off"]))}
                    for k in configs}
     raw_all = pd.concat(tables["off"], ignore_index=True)
+    for k in ("ema", "hmm"):
+        us = smoother_cost(raw_all, labels, configs[k])
+        fps_summary[k].update({"smoother_us_per_frame": us, "smoother_share_of_frame_time": us * 1e-6 * fps_summary["off"]["fps"]})
     sens = {name: compare(smooth_table(raw_all, labels, cfg), labels) for name, cfg in grid().items()}
 
     result = {"videos": per_video, "pooled": pooled, "fps": fps_summary, "grid": sens, "default": describe(default),
@@ -175,6 +196,11 @@ def markdown(r: dict) -> str:
                   f"{_f(p.get('jitter_reduction'), '.0%')} | {_f(p['agreement'], '.3f')} ({p['confident_frames']} frames) | "
                   f"{r['fps'][name]['fps']:.1f} | {r['fps'][name]['ratio_to_off']:.3f}x |")
     md.append(f"| off | | | | | | | | {r['fps']['off']['fps']:.1f} | 1 |")
+    md += ["", "The smoother's own cost, timed alone over the same probabilities (best of 3): "
+           + "; ".join(f"{k} {r['fps'][k]['smoother_us_per_frame']:.0f} us per frame = "
+                       f"{r['fps'][k]['smoother_share_of_frame_time']:.2%} of a frame's time with smoothing off"
+                       for k in ("ema", "hmm"))
+           + ". The end-to-end fps ratios above move by more than that from run to run on this shared machine."]
     md += ["", "## Per video", "",
            "| video | frames | track s | changes/s raw | ema | hmm | jitter raw | ema | hmm | agreement ema | hmm | fps off | ema | hmm |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

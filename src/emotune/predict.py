@@ -50,7 +50,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ---- videos over time: smoothing per track, summaries ----------------------------------------------------------------
-SMOOTH_OPTIONS = {"halflife": float, "alpha": float, "delay": int, "switch_rate": float}
+SMOOTH_OPTIONS = ("halflife", "alpha", "switch_rate", "delay", "floor")  # --smooth-<name>: a field of a smoother config
 
 
 def add_smoothing_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,6 +62,7 @@ def add_smoothing_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--smooth-alpha", type=float, help="ema: weight of a new frame one frame interval later (instead of a half-life)")
     g.add_argument("--smooth-switch-rate", type=float, metavar="R", help="hmm: expected expression changes per second (prior)")
     g.add_argument("--smooth-delay", type=int, metavar="N", help="hmm: frames a row waits for later evidence (fixed lag)")
+    g.add_argument("--smooth-floor", type=float, metavar="F", help="hmm: uniform share mixed into each frame's probabilities")
     g.add_argument("--temporal-model", metavar="RUN", help="smooth with a trained sequence model (not yet available)")
     g.add_argument("--summary", metavar="FILE", help="per-video, per-track summary (time share of each emotion, means) as "
                                                       ".csv or .json (default: <stem>.summary.csv/.json beside --annotate/--timeline)")
@@ -81,7 +82,7 @@ def smoothing_from_args(args: argparse.Namespace):
     if name is None and options:
         from dataclasses import fields
 
-        takes = [n for n, e in SMOOTHERS.items() if set(options) <= {f.name for f in fields(e.config)}]
+        takes = [n for n, e in SMOOTHERS.items() if n != "temporal" and set(options) <= {f.name for f in fields(e.config)}]
         name = takes[0] if len(takes) == 1 else "default"
     if name is None:
         return None

@@ -71,7 +71,7 @@ class EMAConfig:
     (1/fps) after the last, turned into the equivalent half-life."""
 
     name: ClassVar[str] = "ema"
-    halflife: float | None = 0.5
+    halflife: float | None = 0.25
     alpha: float | None = None
 
     def __post_init__(self):
@@ -252,6 +252,7 @@ class _Frame(Generic[P]):
     payload: P
     keys: list[Any]
     steps: list[int]
+    width: int  # classes: a face-less frame still comes back as 0 x classes
 
 
 @dataclass
@@ -284,7 +285,9 @@ class VideoSmoother(Generic[P]):
     def push(self, time: float, tracks: list[Any] | None, probs: np.ndarray, payload: P = None) -> list[tuple[P, np.ndarray]]:
         """Add one processed frame (its faces' track ids and probabilities); the frames now final come back."""
         self._seq += 1
-        probs = np.asarray(probs, np.float64).reshape(len(tracks or []), -1) if tracks else np.zeros((0, 0))
+        probs = np.asarray(probs, np.float64)
+        width = probs.shape[-1] if probs.ndim == 2 else 0
+        probs = probs.reshape(len(tracks), -1) if tracks else probs
         keys, steps = [], []
         for i, tid in enumerate(tracks or []):
             key = ("untracked", self._seq, i) if tid is None else tid  # no id: a track of one frame
@@ -296,7 +299,7 @@ class VideoSmoother(Generic[P]):
             steps.append(st.n)
             st.n += 1
             st.last_seq = self._seq
-        self._pending.append(_Frame(self._seq, payload, keys, steps))
+        self._pending.append(_Frame(self._seq, payload, keys, steps, width))
         out = self._emit(self._seq - self.delay)
         for key in [k for k, st in self._tracks.items() if self._seq - st.last_seq >= self.forget_after]:
             del self._tracks[key]
@@ -319,7 +322,7 @@ class VideoSmoother(Generic[P]):
                 st.filter.release(k)
                 if isinstance(key, tuple) and key[0] == "untracked":
                     del self._tracks[key]
-            out.append((fr.payload, np.array(smoothed, np.float64).reshape(len(smoothed), -1)))
+            out.append((fr.payload, np.array(smoothed, np.float64).reshape(len(smoothed), fr.width)))
         return out
 
 
