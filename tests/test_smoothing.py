@@ -484,3 +484,10 @@ def test_default_smoother_halves_label_changes_on_a_real_face_video(emotune_cach
     r = compare(df, rec.labels)
     assert r["raw"]["changes"] > 10  # the per-frame labels do flicker on this video
     assert r["change_reduction"] >= 0.5 and r["jitter_reduction"] > 0.3 and r["agreement"] > 0.85
+
+
+def test_recognizer_summarise_is_summarise_video_with_its_labels(whole, clip):
+    df = whole.predict_video(clip, every=5, smooth=True)
+    s = whole.summarise(df)
+    assert len(s) == 1 and s["frames"].iloc[0] == 8 and s["label"].iloc[0] in LABELS
+    assert s["seconds"].iloc[0] == pytest.approx(8 * 0.25)

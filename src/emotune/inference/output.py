@@ -218,7 +218,8 @@ def plot_timeline(df: pd.DataFrame, labels: list[str], path: str | Path, title: 
             tax.set_ylabel(f"track {t}")
             tax.grid(alpha=0.3)
             tax.legend(fontsize=8, loc="upper right")
-    fig.legend(*axes[0].get_legend_handles_labels(), ncol=len(labels), fontsize=8, loc="outside upper center")
+    # below the plots: above them it would sit on the title
+    fig.legend(*axes[0].get_legend_handles_labels(), ncol=len(labels), fontsize=8, loc="outside lower center")
     axes[-1].set_xlabel("time (s)" + ("   (faint: per frame, solid: smoothed)" if raw else ""))
     if title:
         fig.suptitle(title, fontsize=10)

@@ -6,6 +6,7 @@
     df = rec.predict_folder("photos/")       # pandas DataFrame, one row per face (or per face-less/bad file)
     df = rec.predict_video("clip.mp4")       # plus frame, time and track id
     df = rec.predict_video("clip.mp4", smooth=True)  # probabilities smoothed per track; raw_* columns per frame
+    rec.summarise(df)                        # per track: time share of each emotion, means of valence/arousal columns
 """
 from __future__ import annotations
 
@@ -349,6 +350,12 @@ class Recognizer:
         values; `emotune.inference.output.summarise_video` turns the table into a per-track summary."""
         items = self.iter_video(source, every, fps, show, smooth=smooth)
         return self.frame_of([r for item in items for r in self.rows(item)], raw=resolve_smooth(smooth) is not None)
+
+    def summarise(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Per video and track: time share of each emotion, dominant label, mean of numeric targets (output.summarise_video)."""
+        from .output import summarise_video
+
+        return summarise_video(df, self.labels)
 
 
 def item_failure(exc: BaseException) -> str:
