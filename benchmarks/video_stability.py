@@ -13,7 +13,7 @@ accuracy), per video and pooled over all of them:
     paired per-repeat ratios (the machine is shared and noisy: the ratio means more than the absolute numbers)
   - the smoother's own cost: microseconds per frame of VideoSmoother.push over the same raw probabilities, alone,
     as a share of the measured time per frame with smoothing off (what the fps ratio would show on a quiet machine)
-A small grid of smoother settings is replayed offline over the raw probabilities (smoothing_table), so the chosen
+A small grid of smoother settings is replayed offline over the raw probabilities (smooth_table), so the chosen
 defaults can be seen against their neighbours. Targets: >= 50% fewer label changes per second, fps within 10%.
 """
 from __future__ import annotations
@@ -28,7 +28,14 @@ import pandas as pd
 from common import SHARED, write_report
 
 from emotune.inference.recognizer import Recognizer
-from emotune.inference.smoothing import EMAConfig, HMMConfig, VideoSmoother, describe, smooth_table, smoother_config
+from emotune.inference.smoothing import (
+    EMAConfig,
+    HMMConfig,
+    VideoSmoother,
+    describe,
+    smooth_table,
+    smoother_config,
+)
 
 VIDEOS = ["WolfgangLanger_Pexels.mp4", "single_face.mp4", "face_noface.mov", "carphone_pristine.mp4", "no_face.mp4"]
 CONFIDENT = 0.6
@@ -180,12 +187,12 @@ def markdown(r: dict) -> str:
     met_c = (d.get("change_reduction") or 0) >= r["targets"]["change_reduction"]
     met_f = r["fps"][dname]["ratio_to_off"] >= 1 - r["targets"]["fps_loss"]
     md = ["# Video stability: raw vs smoothed per-track predictions", "",
-          f"Model: {r['model']}; videos: ../shared/videos (no emotion labels: steadiness, not accuracy); every "
-          f"{r['every']} frame(s); {r['repeats']} repeats; {r['threads']} thread(s). Default smoother: `{r['default']}`.", "",
-          f"**Targets** (default smoother, pooled): >= {r['targets']['change_reduction']:.0%} fewer label changes per "
-          f"second: {'met' if met_c else 'NOT met'} ({d.get('change_reduction', 0):.0%}); fps within "
-          f"{r['targets']['fps_loss']:.0%} of smoothing off: {'met' if met_f else 'NOT met'} "
-          f"({r['fps'][dname]['ratio_to_off']:.3f}x).", "",
+          (f"Model: {r['model']}; videos: ../shared/videos (no emotion labels: steadiness, not accuracy); every "
+           f"{r['every']} frame(s); {r['repeats']} repeats; {r['threads']} thread(s). Default smoother: `{r['default']}`."), "",
+          (f"**Targets** (default smoother, pooled): >= {r['targets']['change_reduction']:.0%} fewer label changes per "
+           f"second: {'met' if met_c else 'NOT met'} ({d.get('change_reduction', 0):.0%}); fps within "
+           f"{r['targets']['fps_loss']:.0%} of smoothing off: {'met' if met_f else 'NOT met'} "
+           f"({r['fps'][dname]['ratio_to_off']:.3f}x)."), "",
           "## Pooled over all videos", "",
           "| smoother | label changes/s raw | smoothed | reduction | jitter raw | smoothed | reduction | agreement on confident frames | fps | fps vs off |",
           "|---|---|---|---|---|---|---|---|---|---|"]

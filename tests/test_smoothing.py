@@ -15,10 +15,27 @@ import torch
 from emotune import cli
 from emotune.errors import ConfigError
 from emotune.inference import Recognizer
-from emotune.inference.output import frame_durations, plot_timeline, summarise_video, target_columns, write_summary
-from emotune.inference.smoothing import (DEFAULT_SMOOTHER, SMOOTHERS, EMAConfig, EMATrack, HMMConfig, VideoSmoother,
-                                         describe, raw_columns, resolve_smooth, smooth_sequence, smooth_table,
-                                         smoother_config)
+from emotune.inference.output import (
+    frame_durations,
+    plot_timeline,
+    summarise_video,
+    target_columns,
+    write_summary,
+)
+from emotune.inference.smoothing import (
+    DEFAULT_SMOOTHER,
+    SMOOTHERS,
+    EMAConfig,
+    EMATrack,
+    HMMConfig,
+    VideoSmoother,
+    describe,
+    raw_columns,
+    resolve_smooth,
+    smooth_sequence,
+    smooth_table,
+    smoother_config,
+)
 from emotune.inference.video import FrameClock, VideoInfo, iter_timed_frames
 from emotune.models import ModelCard, create_model, save_checkpoint
 from emotune.taxonomy import BASIC7
@@ -136,7 +153,7 @@ def _forward_backward(p: np.ndarray, t: np.ndarray, cfg: HMMConfig) -> np.ndarra
 
 
 def test_hmm_fixed_lag_equals_forward_backward_when_the_lag_covers_the_video():
-    truth, p = flicker(60)
+    _, p = flicker(60)
     t = np.cumsum(np.r_[0, np.random.default_rng(3).uniform(0.02, 0.09, 59)])  # variable frame rate
     cfg = HMMConfig(switch_rate=1.0, delay=100)
     np.testing.assert_allclose(smooth_sequence(t, p, cfg), _forward_backward(p, t, cfg), atol=1e-9)
@@ -364,8 +381,11 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
 def test_cli_predict_smooth_writes_table_timeline_and_summaries(card, clip, tmp_path, capsys, emotune_cache):
     out = tmp_path / "out.csv"
     rc, _, err = run_cli(capsys, "predict", clip, "--model", card, "--detector", "none", "--smooth", "--no-progress",
-                         "-o", out, "--timeline", tmp_path / "tl")
+                         "-o", out, "--timeline", tmp_path / "tl", "--annotate", tmp_path / "ann")
     assert rc == 0, err
+    cap = cv2.VideoCapture(str(tmp_path / "ann" / "noise_emotune.mp4"))  # frames held for the lag are all written
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 40
+    cap.release()
     df = pd.read_csv(out)
     assert set(raw_columns(LABELS)) <= set(df.columns) and len(df) == 40
     assert (df["label"] == df[LABELS].idxmax(axis=1)).all() and (df["raw_label"] == df[[f"raw_{c}" for c in LABELS]]
