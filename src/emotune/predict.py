@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from .errors import BadInputError, ConfigError
-from .inference.output import FORMATS, TableSink, annotate, plot_timeline, save_image
+from .inference.output import FORMATS, TableSink, annotate, plot_timeline, save_image, summarise_video, write_summary
 from .io import check_writable_dir, check_writable_file, remove_stale_temps
 
 DEFAULT_MAX_PIXELS = 200_000_000  # a 108 MP phone photo is fine; a 20000 x 20000 "bomb" PNG is not
@@ -53,6 +53,49 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     ray.add_argument("--address", default=None, help="Ray cluster: auto or ray://HOST:PORT (default: start a local Ray)")
     ray.add_argument("--workers", type=int, default=None, help="Ray actors (default: one per CPU); each gets CPUs/workers threads")
     ray.add_argument("--shard-size", type=int, default=256, help="images per Parquet shard (default: 256); a video is a shard")
+    add_smoothing_arguments(p)
+
+
+# ---- videos over time: smoothing per track, summaries ----------------------------------------------------------------
+SMOOTH_OPTIONS = ("halflife", "alpha", "switch_rate", "delay", "floor")  # --smooth-<name>: a field of a smoother config
+
+
+def add_smoothing_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("videos over time (docs/video.md)")
+    g.add_argument("--smooth", nargs="?", const="default", metavar="NAME",
+                   help="smooth each face's probabilities over time: hmm (the default: sticky HMM, fixed lag), ema; "
+                        "label and class columns become smoothed, raw_* columns keep the per-frame values")
+    g.add_argument("--smooth-halflife", type=float, metavar="S", help="ema: half-life in seconds (frame-rate independent)")
+    g.add_argument("--smooth-alpha", type=float, help="ema: weight of a new frame one frame interval later (instead of a half-life)")
+    g.add_argument("--smooth-switch-rate", type=float, metavar="R", help="hmm: expected expression changes per second (prior)")
+    g.add_argument("--smooth-delay", type=int, metavar="N", help="hmm: frames a row waits for later evidence (fixed lag)")
+    g.add_argument("--smooth-floor", type=float, metavar="F", help="hmm: uniform share mixed into each frame's probabilities")
+    g.add_argument("--temporal-model", metavar="RUN", help="smooth with a trained sequence model (not yet available)")
+    g.add_argument("--summary", metavar="FILE", help="per-video, per-track summary (time share of each emotion, means) as "
+                                                      ".csv or .json (default: <stem>.summary.csv/.json beside --annotate/--timeline)")
+
+
+def smoothing_from_args(args: argparse.Namespace):
+    """The smoother config the options ask for, or None. Options without --smooth pick the smoother that takes them."""
+    from .inference.smoothing import SMOOTHERS, VideoSmoother, smoother_config
+
+    options = {k: getattr(args, f"smooth_{k}", None) for k in SMOOTH_OPTIONS}
+    options = {k: v for k, v in options.items() if v is not None}
+    name = args.smooth
+    if getattr(args, "temporal_model", None):
+        if name not in (None, "default", "temporal"):
+            raise ConfigError(f"--temporal-model and --smooth {name}: choose one")
+        name, options = "temporal", {**options, "run": args.temporal_model}
+    if name is None and options:
+        from dataclasses import fields
+
+        takes = [n for n, e in SMOOTHERS.items() if n != "temporal" and set(options) <= {f.name for f in fields(e.config)}]
+        name = takes[0] if len(takes) == 1 else "default"
+    if name is None:
+        return None
+    cfg = smoother_config(name, **options)
+    VideoSmoother.create(cfg, 1 / 30)  # a smoother that cannot run here says so before any model load
+    return cfg
 
 
 def _out_format(args: argparse.Namespace) -> str:
@@ -98,6 +141,10 @@ def check_outputs(args: argparse.Namespace) -> None:
         raise ConfigError(f"--max-pixels {args.max_pixels}: give a pixel count, or 0 for no limit")
     if args.output:
         check_writable_file(args.output, "--output")
+    if getattr(args, "summary", None):
+        check_writable_file(args.summary, "--summary")
+        if Path(args.summary).suffix.lower() not in (".csv", ".json"):
+            raise ConfigError(f"--summary {args.summary}: name a .csv or .json file")
     for opt in ("annotate", "timeline"):
         if getattr(args, opt, None):
             check_writable_dir(getattr(args, opt), f"--{opt}")
@@ -118,6 +165,7 @@ def run_predict(args: argparse.Namespace) -> int:
         return run_ray(args, collect_inputs(args.paths, recursive=not args.no_recursive))
     fmt = _out_format(args)
     check_outputs(args)
+    args.smooth_config = smoothing_from_args(args)
     inputs = collect_inputs(args.paths, recursive=not args.no_recursive)
     for m in inputs.missing:
         print(f"emotune: skipped {m}", file=sys.stderr)
@@ -129,7 +177,8 @@ def run_predict(args: argparse.Namespace) -> int:
                      video_det_max_side=args.video_det_max_side, max_pixels=args.max_pixels)
     ann = Path(args.annotate) if args.annotate else None
     timeline_dir = Path(args.timeline) if args.timeline else ann
-    sink = TableSink(rec.frame_of, rec.labels, fmt, args.output, video=bool(sources))
+    raw = args.smooth_config is not None
+    sink = TableSink(lambda rows: rec.frame_of(rows, raw=raw), rec.labels, fmt, args.output, video=bool(sources))
     try:
         with _sigterm_as_exit():
             ok, failed = _predict_all(args, rec, inputs.images, sources, sink, ann, timeline_dir)
@@ -168,6 +217,7 @@ def _predict_all(args: argparse.Namespace, rec, images: list, sources: list, sin
     import pandas as pd
 
     from .inference.recognizer import item_failure
+    from .inference.smoothing import describe
     from .inference.video import VideoWriter, frame_step
 
     used: set[Path] = set()
@@ -183,7 +233,9 @@ def _predict_all(args: argparse.Namespace, rec, images: list, sources: list, sin
             name = Path(item.file)
             save_image(annotate(item.rgb, rec.results(item), rec.labels), _unique(ann / f"{name.stem}_emotune.jpg", used))
 
-    timeline_cols = ["time", "track", "label", *rec.labels]
+    timeline_cols = timeline_columns(rec, args.smooth_config is not None)
+    keep_timeline = timeline_dir is not None or bool(getattr(args, "summary", None))
+    summaries: list = []
     for src in sources:
         info_out: list = []
         writer = None
@@ -191,12 +243,12 @@ def _predict_all(args: argparse.Namespace, rec, images: list, sources: list, sin
         timeline: list[tuple] = []  # only what the plot needs, a few numbers per face
         try:
             for item in rec.iter_video(src, args.every, args.fps, not args.no_progress, keep_rgb=ann is not None,
-                                       info_out=info_out):
+                                       info_out=info_out, smooth=args.smooth_config):
                 rows = rec.rows(item)
                 sink.add(rows)
                 frames += 1
-                if timeline_dir is not None:
-                    timeline += [tuple(r[c] for c in timeline_cols) for r in rows if r["label"] is not None]
+                if keep_timeline:  # face-less frames too: their times set how long each face's frame lasts
+                    timeline += [tuple(r.get(c) for c in timeline_cols) for r in rows]
                 if ann is not None:
                     if writer is None:
                         info = info_out[0]
@@ -231,11 +283,29 @@ def _predict_all(args: argparse.Namespace, rec, images: list, sources: list, sin
             sink.add(rec.rows(_error_item(str(src), "no frame could be decoded")))
             continue
         ok += 1
-        if timeline_dir is not None:
+        if keep_timeline:
             stem = f"webcam{src}" if isinstance(src, int) else Path(src).stem
-            plot_timeline(pd.DataFrame(timeline, columns=timeline_cols), rec.labels,
-                          _unique(timeline_dir / f"{stem}_timeline.png", used), str(src))
+            df = pd.DataFrame(timeline, columns=timeline_cols).assign(file=str(src), frame=0)
+            summary = summarise_video(df, rec.labels)
+            summaries.append(summary)
+            if timeline_dir is not None:
+                plot_timeline(df, rec.labels, _unique(timeline_dir / f"{stem}_timeline.png", used), str(src))
+                if not getattr(args, "summary", None):
+                    for ext in ("csv", "json"):
+                        write_summary(summary, _unique(timeline_dir / f"{stem}.summary.{ext}", used), rec.labels,
+                                      describe(args.smooth_config))
+    if getattr(args, "summary", None) and summaries:
+        write_summary(pd.concat(summaries, ignore_index=True), args.summary, rec.labels, describe(args.smooth_config))
     return ok, failed
+
+
+def timeline_columns(rec, smoothed: bool) -> list[str]:
+    """What the timeline and the summary need of each row: a few numbers per face."""
+    from .inference.output import target_columns
+    from .inference.smoothing import raw_columns
+
+    targets = target_columns(rec.frame_of([]).columns, rec.labels)
+    return ["time", "track", "label", *rec.labels, *targets, *(raw_columns(rec.labels) if smoothed else [])]
 
 
 def _discard(writer) -> None:

@@ -49,9 +49,14 @@ def render(df: pd.DataFrame, fmt: str, labels: list[str]) -> str:
 NON_OUTPUT_COLUMNS = {"file", "frame", "time", "track", "x", "y", "w", "h", "score", "label", "landmarks", "error", "source", "kind"}
 
 
-def target_columns(df: pd.DataFrame, labels: list[str]) -> list[str]:
-    """The continuous outputs (valence, arousal...) of a prediction table: numeric columns beside the classes."""
-    return [c for c in df.columns if c not in NON_OUTPUT_COLUMNS and c not in labels and pd.api.types.is_numeric_dtype(df[c])]
+def target_columns(table, labels: list[str]) -> list[str]:
+    """The continuous outputs (valence, arousal...) of a prediction table or of its column names: every column that is
+    not a class, a raw_ copy (smoothing) or a fixed column; of a DataFrame, only the numeric ones."""
+    cols = list(table.columns if isinstance(table, pd.DataFrame) else table)
+    keep = [c for c in cols if c not in NON_OUTPUT_COLUMNS and c not in labels and not str(c).startswith("raw_")]
+    if isinstance(table, pd.DataFrame):
+        keep = [c for c in keep if pd.api.types.is_numeric_dtype(table[c])]
+    return keep
 
 
 def table_text(df: pd.DataFrame, labels: list[str], top: int = 3, video: bool | None = None, header: bool = True) -> str:
@@ -182,28 +187,106 @@ def save_image(rgb: np.ndarray, path: str | Path) -> Path:
     return atomic_write(path, lambda p: Image.fromarray(rgb).save(p, format=fmt, quality=92))
 
 
-def plot_timeline(df: pd.DataFrame, labels: list[str], path: str | Path, title: str = "") -> Path | None:
-    """Class probabilities over time, one panel per track; None when the video had no face."""
+def plot_timeline(df: pd.DataFrame, labels: list[str], path: str | Path, title: str = "",
+                  targets: list[str] | None = None) -> Path | None:
+    """Class probabilities over time, one panel per track (and one for numeric targets such as valence/arousal when
+    the table has them); with smoothing (raw_<class> columns) the per-frame values are drawn faint under the smoothed
+    ones. None when the video had no face."""
     from ..plotting import new_figure
 
     faces = df[df["label"].notna()]
     if faces.empty:
         return None
+    targets = [c for c in (target_columns(df.columns, labels) if targets is None else targets)
+               if c in faces and pd.to_numeric(faces[c], errors="coerce").notna().any()]
+    raw = all(f"raw_{c}" in faces for c in labels) and faces[[f"raw_{c}" for c in labels]].notna().any().any()
     tracks = sorted(faces["track"].dropna().unique().tolist())
     tracks = tracks[:8]  # more panels become unreadable; the table has them all
-    fig = new_figure(figsize=(10, 2.0 * len(tracks) + 1.0), layout="constrained")
-    axes = fig.subplots(len(tracks), 1, sharex=True, squeeze=False)
-    for ax, t in zip(axes[:, 0], tracks):
-        sub = faces[faces["track"] == t]
+    per = 2 if targets else 1
+    fig = new_figure(figsize=(10, 2.0 * per * len(tracks) + 1.0), layout="constrained")
+    axes = fig.subplots(per * len(tracks), 1, sharex=True, squeeze=False)[:, 0]
+    for k, t in enumerate(tracks):
+        sub = faces[faces["track"] == t].sort_values("time")
+        ax = axes[per * k]
         for i, c in enumerate(labels):
-            ax.plot(sub["time"], sub[c], label=c, color=np.array(COLORS[i % len(COLORS)]) / 255, lw=1.4)
+            color = np.array(COLORS[i % len(COLORS)]) / 255
+            if raw:
+                ax.plot(sub["time"], sub[f"raw_{c}"], color=color, lw=0.8, alpha=0.3)
+            ax.plot(sub["time"], sub[c], label=c, color=color, lw=1.4)
         ax.set_ylim(0, 1)
         ax.set_ylabel(f"track {t}")
         ax.grid(alpha=0.3)
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), ncol=len(labels), fontsize=8, loc="outside upper center")
-    axes[-1, 0].set_xlabel("time (s)")
+        if targets:
+            tax = axes[per * k + 1]
+            for j, c in enumerate(targets):
+                tax.plot(sub["time"], pd.to_numeric(sub[c], errors="coerce"), label=c, color=f"C{j}", lw=1.4)
+            tax.axhline(0, color="0.5", lw=0.6)
+            tax.set_ylabel(f"track {t}")
+            tax.grid(alpha=0.3)
+            tax.legend(fontsize=8, loc="upper right")
+    # below the plots: above them it would sit on the title
+    fig.legend(*axes[0].get_legend_handles_labels(), ncol=len(labels), fontsize=8, loc="outside lower center")
+    axes[-1].set_xlabel("time (s)" + ("   (faint: per frame, solid: smoothed)" if raw else ""))
     if title:
         fig.suptitle(title, fontsize=10)
     path = Path(path)
     atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
     return path
+
+
+# ---- per-video summaries -------------------------------------------------------------------------------------------
+SUMMARY_KIND = "emotune-video-summary/1"
+
+
+def frame_durations(times: pd.Series) -> pd.Series:
+    """Seconds each processed frame stands for: until the next processed frame (the last one: the median interval;
+    a single frame: 0). Computed from every frame's time, face or not, so a track's gaps do not stretch its frames."""
+    t = np.unique(pd.to_numeric(times, errors="coerce").dropna().to_numpy(np.float64))
+    d = np.diff(t)
+    dur = np.append(d, np.median(d) if len(d) else 0.0)
+    return pd.Series(dur, index=t)
+
+
+def summarise_video(df: pd.DataFrame, labels: list[str], targets: list[str] | None = None) -> pd.DataFrame:
+    """One row per (video, track): when it was seen (first/last time, seconds, frames), its dominant emotion, the time
+    share of each emotion (by `label`: the smoothed one when the table is smoothed) and the time-weighted mean of every
+    numeric target (valence, arousal, ...). A video without any face gets one row with frames 0."""
+    targets = target_columns(df.columns, labels) if targets is None else targets
+    cols = (["file", "track", "first_time", "last_time", "seconds", "frames", "label"] + [f"share_{c}" for c in labels]
+            + [f"mean_{c}" for c in targets])
+    rows = []
+    videos = df[df["frame"].notna()] if "frame" in df else df
+    for file, video in videos.groupby("file", sort=False):
+        dur = frame_durations(video["time"])
+        faces = video[video["label"].notna()]
+        if faces.empty:
+            rows.append({"file": file, "track": None, "frames": 0, "seconds": 0.0})
+            continue
+        for track, sub in faces.groupby("track", sort=True, dropna=False):
+            w = sub["time"].map(dur).fillna(0.0).to_numpy(np.float64)
+            wn = w / w.sum() if w.sum() > 0 else np.full(len(w), 1 / len(w))
+            share = {c: float(wn[(sub["label"] == c).to_numpy()].sum()) for c in labels}
+            row = {"file": file, "track": None if pd.isna(track) else int(track), "first_time": float(sub["time"].min()),
+                   "last_time": float(sub["time"].max()), "seconds": round(float(w.sum()), 4), "frames": len(sub),
+                   "label": max(labels, key=lambda c: share[c])}
+            row.update({f"share_{c}": round(share[c], 4) for c in labels})
+            for c in targets:
+                v = pd.to_numeric(sub[c], errors="coerce").to_numpy(np.float64)
+                ok = np.isfinite(v)
+                if ok.any():
+                    mean = np.average(v[ok], weights=wn[ok]) if wn[ok].sum() > 0 else v[ok].mean()
+                    row[f"mean_{c}"] = round(float(mean), 4)
+            rows.append(row)
+    out = pd.DataFrame(rows, columns=cols)
+    out["track"] = out["track"].astype("Int64")
+    out["frames"] = out["frames"].astype("Int64")
+    return out
+
+
+def write_summary(summary: pd.DataFrame, path: str | Path, labels: list[str], smoothing: str | None = None) -> Path:
+    """The summary as CSV, or as JSON (with its kind, the labels and the smoother) when the name ends in .json."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        return atomic_write_text(path, json.dumps({"kind": SUMMARY_KIND, "labels": labels, "smoothing": smoothing,
+                                                   "tracks": records(summary)}, indent=1) + "\n")
+    return atomic_write_text(path, summary.to_csv(index=False))

@@ -5,6 +5,8 @@
     faces = rec.predict("photo.jpg")         # path, PIL image or RGB numpy array -> list[FaceResult]
     df = rec.predict_folder("photos/")       # pandas DataFrame, one row per face (or per face-less/bad file)
     df = rec.predict_video("clip.mp4")       # plus frame, time and track id
+    df = rec.predict_video("clip.mp4", smooth=True)  # probabilities smoothed per track; raw_* columns per frame
+    rec.summarise(df)                        # per track: time share of each emotion, means of valence/arousal columns
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
 from ..io import sha256_file
 from ..models import load_checkpoint, read_card
 from ..progress import progress
-from .video import VIDEO_EXTENSIONS, frame_step, iter_frames, open_video
+from .smoothing import resolve_smooth
+from .video import VIDEO_EXTENSIONS, frame_step, iter_timed_frames, open_video
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,7 @@ class _Item:
     time: float | None = None
     tracks: list[int] | None = None
     error: str | None = None
+    raw_probs: np.ndarray | None = None  # the per-frame probabilities when `probs` are smoothed over time
 
 
 def _resolve_device(device: str) -> str:
@@ -244,10 +248,20 @@ class Recognizer:
     def rows(self, item: _Item) -> list[dict[str, Any]]:
         """Table rows for one item: one per face, or one row with an empty face (and `error` for bad files)."""
         results = [] if item.error else self.results(item)
-        return result_rows(item.file, results, self.columns, item.frame, item.time, item.error)
+        rows = result_rows(item.file, results, self.columns, item.frame, item.time, item.error)
+        if item.raw_probs is not None and results:  # smoothed: the per-frame values beside them
+            from .smoothing import raw_columns
 
-    def frame_of(self, rows: list[dict]) -> pd.DataFrame:
-        cols = BASE_COLUMNS + self.columns + ["label", "landmarks", "error"]
+            raw = raw_columns(self.labels)
+            for row, p in zip(rows, item.raw_probs):
+                row.update(zip(raw, [*(round(float(v), 5) for v in p), self.labels[int(np.argmax(p))]]))
+        return rows
+
+    def frame_of(self, rows: list[dict], raw: bool = False) -> pd.DataFrame:
+        """Rows as the table; `raw`: with the raw_* columns of smoothed video rows (empty where there are none)."""
+        from .smoothing import raw_columns
+
+        cols = BASE_COLUMNS + self.columns + ["label", "landmarks", "error"] + (raw_columns(self.labels) if raw else [])
         df = pd.DataFrame(rows, columns=cols)
         for c in ("frame", "track"):
             df[c] = df[c].astype("Int64")
@@ -295,10 +309,14 @@ class Recognizer:
         return self.frame_of(rows)
 
     def iter_video(self, source: str | Path | int, every: int = 1, fps: float | None = None, show: bool = False,
-                   keep_rgb: bool = False, info_out: list | None = None) -> Iterator[_Item]:
-        """Classified, tracked frames of a video (or webcam index), decoded as a stream."""
+                   keep_rgb: bool = False, info_out: list | None = None, smooth: Any = None) -> Iterator[_Item]:
+        """Classified, tracked frames of a video (or webcam index), decoded as a stream. `smooth` (True, "ema",
+        "hmm" or a smoother config, see inference/smoothing.py): each item's `probs` are smoothed per track and
+        `raw_probs` keep the per-frame ones; a fixed-lag smoother hands items out up to its delay later."""
+        from .smoothing import VideoSmoother
         from .tracking import IoUTracker
 
+        smooth_cfg = resolve_smooth(smooth)  # a bad option fails before the video is opened
         cap, info = open_video(source)
         if info_out is not None:
             info_out.append(info)
@@ -306,13 +324,19 @@ class Recognizer:
         tracker = IoUTracker(max_age=max(2, int(round(info.fps / step))))  # keep ids through ~1 s of misses
         name = info.path  # the file, or "webcam N"
         total = (info.frames + step - 1) // step if info.frames else None
+        try:  # a track's state is dropped once the tracker has dropped its id (ids are never reused)
+            smoother = VideoSmoother.create(smooth_cfg, step / info.fps, tracker.max_age + 1) if smooth_cfg else None
+        except BaseException:
+            cap.release()
+            raise
 
         webcam = isinstance(source, int)
 
         def produce() -> Iterator[_Item]:
             try:
-                for index, rgb in progress(iter_frames(cap, info, step), show, total=total, desc=Path(name).name, unit="frame"):
-                    item = self._detect(_Item(name, rgb=rgb, frame=index, time=round(index / info.fps, 4)), self.video_det_max_side)
+                for index, t, rgb in progress(iter_timed_frames(cap, info, step), show, total=total, desc=Path(name).name,
+                                              unit="frame"):
+                    item = self._detect(_Item(name, rgb=rgb, frame=index, time=t), self.video_det_max_side)
                     item.tracks = tracker.update([f.box for f in item.faces])
                     yield item
             except KeyboardInterrupt:
@@ -323,11 +347,29 @@ class Recognizer:
         for item in self._batched(produce(), live=webcam):
             if not keep_rgb:
                 item.rgb = None
-            yield item
+            if smoother is None:
+                yield item
+                continue
+            for done, probs in smoother.push(item.time, item.tracks, item.probs, item):
+                done.raw_probs, done.probs = done.probs, probs.astype(np.float32)
+                yield done
+        for done, probs in smoother.flush() if smoother is not None else []:
+            done.raw_probs, done.probs = done.probs, probs.astype(np.float32)
+            yield done
 
-    def predict_video(self, source: str | Path | int, every: int = 1, fps: float | None = None, show: bool = False) -> pd.DataFrame:
-        """One row per face per processed frame (a face-less frame gives one empty row): frame, time, track..."""
-        return self.frame_of([r for item in self.iter_video(source, every, fps, show) for r in self.rows(item)])
+    def predict_video(self, source: str | Path | int, every: int = 1, fps: float | None = None, show: bool = False,
+                      smooth: Any = None) -> pd.DataFrame:
+        """One row per face per processed frame (a face-less frame gives one empty row): frame, time, track... With
+        `smooth` (see iter_video), `label` and the class columns are smoothed per track and raw_* keep the per-frame
+        values; `emotune.inference.output.summarise_video` turns the table into a per-track summary."""
+        items = self.iter_video(source, every, fps, show, smooth=smooth)
+        return self.frame_of([r for item in items for r in self.rows(item)], raw=resolve_smooth(smooth) is not None)
+
+    def summarise(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Per video and track: time share of each emotion, dominant label, mean of numeric targets (output.summarise_video)."""
+        from .output import summarise_video
+
+        return summarise_video(df, self.labels)
 
 
 def item_failure(exc: BaseException) -> str:

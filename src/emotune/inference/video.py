@@ -66,7 +66,17 @@ def frame_step(fps: float, every: int = 1, target_fps: float | None = None) -> i
 
 
 def iter_frames(cap, info: VideoInfo, step: int = 1, max_failures: int = 25) -> Iterator[tuple[int, np.ndarray]]:
-    """(frame index, RGB frame) for every `step`-th frame. Unsampled frames are only grabbed, not decoded.
+    """(frame index, RGB frame) for every `step`-th frame; `iter_timed_frames` says what happens to broken ones."""
+    for index, _, rgb in iter_timed_frames(cap, info, step, max_failures):
+        yield index, rgb
+
+
+def iter_timed_frames(cap, info: VideoInfo, step: int = 1, max_failures: int = 25) -> Iterator[tuple[int, float, np.ndarray]]:
+    """(frame index, time in seconds, RGB frame) for every `step`-th frame. Unsampled frames are only grabbed.
+
+    Times are the decoder's (the frame's presentation time), so variable-frame-rate videos get true times; where it
+    gives none they are index / fps, and a time that does not move forward is put one frame interval after the
+    previous one (counted in `info.problems`): later steps (smoothing, summaries) can rely on increasing times.
 
     A frame that fails to decode is skipped and decoding goes on; failures count as broken frames once a later frame
     decodes (failures at the very end are just a container that over-reports its length). `max_failures` failures in
@@ -76,6 +86,7 @@ def iter_frames(cap, info: VideoInfo, step: int = 1, max_failures: int = 25) -> 
     import cv2
 
     index, failures = 0, 0
+    clock = FrameClock(info.fps)
     try:
         while failures <= max_failures:
             sampled = index % step == 0
@@ -92,13 +103,44 @@ def iter_frames(cap, info: VideoInfo, step: int = 1, max_failures: int = 25) -> 
             failures = 0
             if sampled:
                 info.decoded_frames += 1
-                yield index - 1, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                t = clock.time(index - 1, _decoder_ms(cap))
+                yield index - 1, t, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         last_good = index - failures
         if info.frames and last_good < info.frames - max(5, info.frames // 20):
             info.problems.append(f"stopped after frame {last_good - 1} of the {info.frames} the container announces "
                                  "(truncated or unreadable from there on)")
+        if clock.repaired:
+            info.problems.append(f"{clock.repaired} frame time(s) did not increase (non-monotonic timestamps): "
+                                 "each placed one frame interval after the previous frame")
     finally:
         cap.release()
+
+
+def _decoder_ms(cap) -> float | None:
+    import cv2
+
+    try:
+        return float(cap.get(cv2.CAP_PROP_POS_MSEC))
+    except (AttributeError, TypeError, ValueError):  # a capture that cannot say
+        return None
+
+
+@dataclass
+class FrameClock:
+    """Frame times in seconds from the decoder's milliseconds, forced to increase."""
+
+    fps: float
+    last: float | None = None
+    repaired: int = 0
+
+    def time(self, index: int, ms: float | None) -> float:
+        t = ms / 1000 if ms is not None and np.isfinite(ms) and ms >= 0 and (ms > 0 or index == 0) else index / self.fps
+        t = round(t, 4)
+        if self.last is not None and not t > self.last:
+            t = round(self.last + 1 / self.fps, 4)
+            self.repaired += 1
+        self.last = t
+        return t
 
 
 class VideoWriter:
