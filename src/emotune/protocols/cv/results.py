@@ -14,6 +14,7 @@ import numpy as np
 from ... import kinds
 from ...data.splits import sklearn_notes
 from ...io import atomic_write_json, atomic_write_text
+from ...tables import confusion_table, render_table
 
 if TYPE_CHECKING:
     from ...evaluate import Metrics
@@ -164,24 +165,20 @@ class CVResult:
                  f"{self.n} images, {self.subjects} subjects; {ok}/{len(self.folds)} folds finished"
                  + ("" if self.complete else " (incomplete)") + ".",
                  f"Model selection: best epoch on a {self.config.get('val_fraction', 0):.0%} hold-out of each fold's training "
-                 "folds (subject-grouped when subjects are known); the test fold is used only for the scores below.", "",
-                 "| metric | mean ± std over folds | pooled |", "|---|---|---|"]
+                 "folds (subject-grouped when subjects are known); the test fold is used only for the scores below.", ""]
         keys = metric_keys(self.folds)
-        for m in keys:
-            pooled = f"{self.pooled[m]:.4f}" if m in self.pooled else "-"
-            lines.append(f"| {metric_name(m)} | {_pm(self.mean.get(m), self.std.get(m))} | {pooled} |")
+        lines.append(render_table(["metric", "mean ± std over folds", "pooled"],
+                                  [[metric_name(m), _pm(self.mean.get(m), self.std.get(m)),
+                                    f"{self.pooled[m]:.4f}" if m in self.pooled else "-"] for m in keys]))
         shown = [m for m in keys if m in METRICS or "_" not in m]  # per-target scores: in the table above
-        lines += ["", "## Folds", "", "| fold | status | train | test | test subjects | " + " | ".join(metric_name(m) for m in shown)
-                  + " | best epoch | seconds | error |", "|---" * (len(shown) + 8) + "|"]
-        for f in self.folds:
-            scores = [f"{f.metrics[m]:.4f}" if f.ok and m in f.metrics else "-" for m in shown]
-            err = f.error.replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {f.fold} | {f.status} | {f.n_train} | {f.n_test} | {f.test_subjects} | " + " | ".join(scores)
-                         + f" | {f.best_epoch or '-'} | {f.seconds:.1f} | {err} |")
+        rows = [[f.fold, f.status, f.n_train, f.n_test, f.test_subjects,
+                 *(f"{f.metrics[m]:.4f}" if f.ok and m in f.metrics else "-" for m in shown),
+                 f.best_epoch or "-", f"{f.seconds:.1f}", f.error] for f in self.folds]
+        lines += ["", "## Folds", "", render_table(["fold", "status", "train", "test", "test subjects",
+                                                   *(metric_name(m) for m in shown), "best epoch", "seconds", "error"], rows)]
         if self.labels:
             lines += ["", "## Pooled confusion matrix over all folds (rows: true, columns: predicted)", "",
-                      "| true \\ pred | " + " | ".join(self.labels) + " |", "|---" * (len(self.labels) + 1) + "|"]
-            lines += [f"| {self.labels[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(self.pooled_confusion)]
+                      confusion_table(self.labels, self.pooled_confusion)]
         lines += ["", "Plots: `confusion.png` (pooled, row-normalised), `curves.png` (every fold's learning curves, best epochs "
                   "marked); each fold's own run folder has its `log.csv` and `curves.png`."]
         if self.final is not None:
