@@ -69,7 +69,7 @@ def face_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> dict[str, Path]:
     """A bright and a dark synthetic scene (no face), and a photo with one face (Grace Hopper)."""
-    import matplotlib.cbook as cbook
+    from matplotlib import cbook
 
     d = tmp_path_factory.mktemp("photos")
     rng = np.random.default_rng(1)
@@ -166,7 +166,7 @@ def test_python_api_scene_beside_faces(scene_run, photos):
 
 # ------------------------------------------------------------------------------------------------ refusals
 def test_scene_refusals_are_one_line(scene_run, face_run, photos, capsys, monkeypatch, tmp_path):
-    import emotune.inference.recognizer as recognizer
+    from emotune.inference import recognizer
 
     monkeypatch.setattr(recognizer, "default_scene_model_path", lambda: tmp_path / "absent" / "scene.json")
     cases = [

@@ -145,7 +145,7 @@ class SceneReader:
     backend: Any
 
     @classmethod
-    def load(cls, spec: str | Path, device: str = "cpu", backend: str = "auto", threads: int = 0) -> "SceneReader":
+    def load(cls, spec: str | Path, device: str = "cpu", backend: str = "auto", threads: int = 0) -> SceneReader:
         """`spec`: a scene run folder, card, .safetensors or .onnx; "default" (or "bundled"): the bundled scene model."""
         if str(spec) in ("default", "bundled"):
             if not default_scene_model_path().is_file():
