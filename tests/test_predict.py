@@ -418,7 +418,7 @@ def test_predict_on_bad_input_raises_a_clear_error(rec, tmp_path):
 
 @pytest.mark.shared
 def test_scene_mode_and_haar_detector(gray_card):
-    scene = Recognizer(gray_card, device="cpu", backend="torch", scene=True)
+    scene = Recognizer(gray_card, device="cpu", backend="torch", detector="none")  # scene=True refuses face models
     with Image.open(shared("images/rocket.jpg")) as im:
         w, h = im.size
     (f,) = scene.predict(shared("images/rocket.jpg"))

@@ -102,11 +102,13 @@ def test_onnx_named_outputs_match_torch(scene_model, tmp_path):
     assert set(r.targets) == {"valence", "arousal"}
 
 
-def test_face_model_with_scene_warns(tmp_path, caplog):
+def test_face_model_with_scene_refused(tmp_path):
+    """A face model asked for scenes is refused in one line that names the way out (it used to warn and run)."""
+    from emotune.errors import ConfigError
     from emotune.inference.recognizer import Recognizer
 
     card = ModelCard(backbone="resnet10t", labels=["happy", "sad"], input_size=32, mean=[0.5] * 3, std=[0.5] * 3)
     save_checkpoint(tmp_path / "face", create_model("resnet10t", 2, None, img_size=32), card)
-    with caplog.at_level(logging.WARNING):
-        rec = Recognizer(tmp_path / "face.json", device="cpu", backend="torch", scene=True)
-    assert "face model" in caplog.text and rec.columns == ["happy", "sad"]
+    with pytest.raises(ConfigError, match="a face model, not a scene model.*--model SCENE_RUN.*--scene-model") as exc:
+        Recognizer(tmp_path / "face.json", device="cpu", backend="torch", scene=True)
+    assert "\n" not in str(exc.value)

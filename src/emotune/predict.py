@@ -22,7 +22,11 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="run folder, model card .json, .safetensors or .onnx (default: the bundled model)")
     p.add_argument("--detector", default="yunet", help="face detector: yunet (default), haar, mediapipe, none (see `emotune detectors`)")
     p.add_argument("--detector-model", help="model file for detectors that take one (mediapipe .tflite, another YuNet .onnx)")
-    p.add_argument("--scene", action="store_true", help="classify each whole image, no face detection")
+    p.add_argument("--scene", action="store_true", help="classify each whole image, no face detection, with a scene model "
+                                                         "(--model SCENE_RUN; default: the bundled scene model)")
+    p.add_argument("--scene-model", metavar="SCENE_RUN", help="also read each whole image with this scene model: a row per "
+                                                              "face and a row for the image, told apart by `kind` (docs/scene.md)")
+    p.add_argument("--with-scene", action="store_true", help="--scene-model with the bundled scene model")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"], help="auto: onnxruntime on CPU, PyTorch on GPU")
     p.add_argument("--batch-size", type=int, default=32, help="faces classified together (default: 32)")
@@ -153,12 +157,29 @@ def check_outputs(args: argparse.Namespace) -> None:
             remove_stale_temps(folder)
 
 
+def scene_model_from_args(args: argparse.Namespace) -> str | None:
+    """The scene model to read whole images with beside the faces (--scene-model, --with-scene), or None; settled
+    before any model load, with a one-line error for options that contradict each other."""
+    spec = getattr(args, "scene_model", None)
+    if getattr(args, "with_scene", False):
+        if spec:
+            raise ConfigError(f"--with-scene and --scene-model {spec}: choose one (--with-scene is the bundled scene model)")
+        spec = "default"
+    if spec and args.scene:
+        raise ConfigError("--scene reads whole images only, with --model; --scene-model/--with-scene add a whole-image "
+                          "row beside the faces: choose one")
+    if spec and getattr(args, "engine", "local") == "ray":
+        raise ConfigError("--scene-model/--with-scene run with --engine local only")
+    return spec
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from .inference import Recognizer, collect_inputs
 
     if not args.paths and args.webcam is None:
         raise ConfigError("give at least one image, folder, glob or video (or --webcam INDEX)")
     _refuse_streams(args.paths)
+    scene_model = scene_model_from_args(args)
     if getattr(args, "engine", "local") == "ray":
         from .batch.ray_engine import run_ray
 
@@ -174,11 +195,13 @@ def run_predict(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to process: no image or video found in " + ", ".join(map(str, args.paths)))
     rec = Recognizer(args.model, args.detector, args.detector_model, args.device, args.backend, args.batch_size, args.margin,
                      not args.no_align, args.scene, args.det_max_side, args.min_score, tta=args.tta,
-                     video_det_max_side=args.video_det_max_side, max_pixels=args.max_pixels)
+                     video_det_max_side=args.video_det_max_side, max_pixels=args.max_pixels, scene_model=scene_model)
+    if rec.scene_reader is not None and sources:
+        print("emotune: the scene model reads images; videos and webcams get face rows only", file=sys.stderr)
     ann = Path(args.annotate) if args.annotate else None
     timeline_dir = Path(args.timeline) if args.timeline else ann
     raw = args.smooth_config is not None
-    sink = TableSink(lambda rows: rec.frame_of(rows, raw=raw), rec.labels, fmt, args.output, video=bool(sources))
+    sink = TableSink(lambda rows: rec.frame_of(rows, raw=raw), rec.table_labels, fmt, args.output, video=bool(sources))
     try:
         with _sigterm_as_exit():
             ok, failed = _predict_all(args, rec, inputs.images, sources, sink, ann, timeline_dir)
@@ -231,7 +254,8 @@ def _predict_all(args: argparse.Namespace, rec, images: list, sources: list, sin
         ok += 1
         if ann is not None:
             name = Path(item.file)
-            save_image(annotate(item.rgb, rec.results(item), rec.labels), _unique(ann / f"{name.stem}_emotune.jpg", used))
+            save_image(annotate(item.rgb, rec.results(item), rec.labels, scene=rec.scene_result(item)),
+                       _unique(ann / f"{name.stem}_emotune.jpg", used))
 
     timeline_cols = timeline_columns(rec, args.smooth_config is not None)
     keep_timeline = timeline_dir is not None or bool(getattr(args, "summary", None))
@@ -304,7 +328,7 @@ def timeline_columns(rec, smoothed: bool) -> list[str]:
     from .inference.output import target_columns
     from .inference.smoothing import raw_columns
 
-    targets = target_columns(rec.frame_of([]).columns, rec.labels)
+    targets = [c for c in target_columns(rec.frame_of([]).columns, rec.table_labels) if c in rec.columns]
     return ["time", "track", "label", *rec.labels, *targets, *(raw_columns(rec.labels) if smoothed else [])]
 
 

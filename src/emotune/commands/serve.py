@@ -13,6 +13,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                                                       "0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--model", default=None, help="run folder, model card .json, .safetensors or .onnx (default: the bundled model)")
+    p.add_argument("--scene-model", metavar="SCENE_RUN", help="a scene model beside the face model: every response gets "
+                                                              "`scene_emotion` (positive, negative, valence, arousal)")
+    p.add_argument("--with-scene", action="store_true", help="--scene-model with the bundled scene model")
     p.add_argument("--detector", default="yunet", help="default face detector (requests may choose another)")
     p.add_argument("--detector-model", help="model file for detectors that take one")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
@@ -46,7 +49,9 @@ def config_from_args(args: argparse.Namespace):
             raise ConfigError(f"{opt} {v}: give a positive number")
     if args.max_wait_ms < 0 or args.max_pixels < 0:
         raise ConfigError("--max-wait-ms and --max-pixels cannot be negative")
-    return ServeConfig(model=args.model, detector=args.detector, detector_model=args.detector_model, device=args.device,
+    if args.with_scene and args.scene_model:
+        raise ConfigError(f"--with-scene and --scene-model {args.scene_model}: choose one")
+    return ServeConfig(model=args.model, scene_model="default" if args.with_scene else args.scene_model, detector=args.detector, detector_model=args.detector_model, device=args.device,
                        backend=args.backend, det_max_side=args.det_max_side, min_score=args.min_score,
                        threads=args.threads, detect_threads=args.detect_threads, batching=not args.no_batching,
                        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_upload_mb=args.max_upload_mb,

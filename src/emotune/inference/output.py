@@ -74,9 +74,9 @@ def table_text(df: pd.DataFrame, labels: list[str], top: int = 3, video: bool | 
             lines.append(prefix + f"error: {r['error']}")
         elif r["label"] is None:
             lines.append(prefix + "no face found")
-        else:
-            probs = sorted(((c, r[c]) for c in labels), key=lambda t: -t[1])[:top]
-            box = f"{r['x']:.0f},{r['y']:.0f},{r['w']:.0f},{r['h']:.0f}"
+        else:  # a face row has no scene classes and a scene row no face classes: only the row's own are ranked
+            probs = sorted(((c, r[c]) for c in labels if r.get(c) is not None), key=lambda t: -t[1])[:top]
+            box = "whole image" if r.get("kind") == "scene" else f"{r['x']:.0f},{r['y']:.0f},{r['w']:.0f},{r['h']:.0f}"
             values = "".join(f"  {t} {r[t]:+.2f}" for t in target_columns(df, labels) if r.get(t) is not None)
             lines.append(prefix + f"{box:<22} {r['label']:<9} " + "  ".join(f"{c} {p:.2f}" for c, p in probs) + values)
     return "\n".join(lines) + "\n"
@@ -126,7 +126,7 @@ class TableSink:
         else:
             self._out.write(text)
         self.rows += len(df)
-        self.faces += int(df["label"].notna().sum())
+        self.faces += int((df["label"].notna() & (df["kind"] != "scene" if "kind" in df else True)).sum())
 
     def close(self) -> None:
         if self.rows == 0:  # nothing came: still a valid, empty table
@@ -156,8 +156,15 @@ def color_for(label: str, labels: list[str]) -> tuple[int, int, int]:
     return COLORS[labels.index(label) % len(COLORS)] if label in labels else (255, 255, 255)
 
 
-def annotate(rgb: np.ndarray, faces: list, labels: list[str]) -> np.ndarray:
-    """A copy of the image with each face's box, landmarks, label and probability drawn on it."""
+def _values_text(r) -> str:
+    """'positive 0.82 v+0.42 a-0.10': a result's label and probability, then each target by its initial."""
+    return ((f"{r.label} {r.probs[r.label]:.2f}" if r.label in r.probs else "")
+            + "".join(f" {t[:1]}{v:+.2f}" for t, v in getattr(r, "targets", {}).items())).strip()
+
+
+def annotate(rgb: np.ndarray, faces: list, labels: list[str], scene=None) -> np.ndarray:
+    """A copy of the image with each face's box, landmarks, label and probability drawn on it; `scene` (the whole
+    image's result from a scene model) is written in the top-left corner: `scene: positive 0.82 v+0.42 a-0.10`."""
     import cv2
 
     out = np.ascontiguousarray(rgb.copy())
@@ -169,13 +176,17 @@ def annotate(rgb: np.ndarray, faces: list, labels: list[str]) -> np.ndarray:
         cv2.rectangle(out, (x, y), (x + w, y + h), color, thick)
         for px, py in (f.landmarks or []):
             cv2.circle(out, (int(px), int(py)), thick + 1, color, -1)
-        text = (f"{f.label} {f.probs[f.label]:.2f}" if f.label in f.probs else "") \
-            + "".join(f" {t[:1]}{v:+.2f}" for t, v in getattr(f, "targets", {}).items()) + (f" #{f.track}" if f.track is not None else "")
-        text = text.strip()
+        text = (_values_text(f) + (f" #{f.track}" if f.track is not None else "")).strip()
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, thick)
         ty = y - 4 if y - th - base - 4 > 0 else y + h + th + 4
         cv2.rectangle(out, (x, ty - th - base), (x + tw + 4, ty + base), color, -1)
         cv2.putText(out, text, (x + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (0, 0, 0), thick, cv2.LINE_AA)
+    if scene is not None:
+        text = "scene: " + _values_text(scene)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, thick)
+        pad = max(2, int(round(4 * scale)))
+        cv2.rectangle(out, (0, 0), (tw + 2 * pad, th + base + 2 * pad), (255, 255, 255), -1)
+        cv2.putText(out, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (0, 0, 0), thick, cv2.LINE_AA)
     return out
 
 

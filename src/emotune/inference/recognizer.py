@@ -5,6 +5,8 @@
     faces = rec.predict("photo.jpg")         # path, PIL image or RGB numpy array -> list[FaceResult]
     df = rec.predict_folder("photos/")       # pandas DataFrame, one row per face (or per face-less/bad file)
     df = rec.predict_video("clip.mp4")       # plus frame, time and track id
+    rec = Recognizer(scene_model="runs/scene")  # faces AND the whole image: a `kind` column, face | scene
+    rec.predict_scene("photo.jpg")           # the whole image's FaceResult (positive, negative, valence, arousal)
     df = rec.predict_video("clip.mp4", smooth=True)  # probabilities smoothed per track; raw_* columns per frame
     rec.summarise(df)                        # per track: time share of each emotion, means of valence/arousal columns
 """
@@ -45,6 +47,14 @@ def default_model_path() -> Path:
     return Path(str(resources.files("emotune") / "weights" / "default.json"))
 
 
+def default_scene_model_path() -> Path:
+    """The model card of the bundled scene model (whole-image sentiment and valence/arousal), when this build has one."""
+    return Path(str(resources.files("emotune") / "weights" / "scene.json"))
+
+
+NO_SCENE_MODEL = "this emotune build has no bundled scene model (emotune/weights/scene.json)"
+
+
 @dataclass
 class FaceResult:
     """One face: where it is, how sure the detector was, and the probability of every class."""
@@ -81,6 +91,8 @@ class _Item:
     tracks: list[int] | None = None
     error: str | None = None
     raw_probs: np.ndarray | None = None  # the per-frame probabilities when `probs` are smoothed over time
+    scene_probs: np.ndarray | None = None  # the scene model's outputs for the whole image (beside the faces)
+    scene_shape: tuple[int, int] = (0, 0)  # its height and width (the image itself may be dropped by then)
 
 
 def _resolve_device(device: str) -> str:
@@ -124,18 +136,69 @@ def load_backend(model: str | Path | None, device: str = "cpu", backend: str = "
     return card, TorchBackend(torch_model, device, len(card.labels) if card.targets else None)
 
 
+@dataclass
+class SceneReader:
+    """A scene model beside the face model: each whole image through the scene card's own `Preprocess` (no face
+    detection), giving what the photo makes people feel (positive/negative, valence/arousal)."""
+
+    card: Any
+    backend: Any
+
+    @classmethod
+    def load(cls, spec: str | Path, device: str = "cpu", backend: str = "auto", threads: int = 0) -> SceneReader:
+        """`spec`: a scene run folder, card, .safetensors or .onnx; "default" (or "bundled"): the bundled scene model."""
+        if str(spec) in ("default", "bundled"):
+            if not default_scene_model_path().is_file():
+                raise CheckpointError(f"--with-scene: {NO_SCENE_MODEL}: pass --scene-model SCENE_RUN (a model trained "
+                                      "with --input-kind scene)")
+            spec = default_scene_model_path()
+        card, be = load_backend(spec, device, backend, threads)
+        if card.input_kind != "scene":
+            raise ConfigError(f"--scene-model {spec}: a face model, not a scene model (train one with --input-kind scene)")
+        return cls(card, be)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.card.labels)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.card.labels) + list(self.card.target_names)
+
+    def classify(self, images: Sequence[np.ndarray], batch_size: int = 32, tta: bool = False) -> np.ndarray:
+        from ..data.transforms import Preprocess, flip_tta
+
+        pre = Preprocess.from_card(self.card)
+        out = [(flip_tta(self.backend, x) if tta else self.backend(x))
+               for x in (pre.batch(images[i:i + batch_size]) for i in range(0, len(images), batch_size))]
+        return np.concatenate(out) if out else np.zeros((0, len(self.columns)), np.float32)
+
+    def result(self, p: np.ndarray, size: tuple[int, int], frame: int | None = None, time: float | None = None) -> FaceResult:
+        """The whole image (`size` = width, height) as a FaceResult: box = the image, score 1."""
+        k = len(self.card.labels)
+        labels = self.labels
+        return FaceResult((0.0, 0.0, float(size[0]), float(size[1])), 1.0, {c: float(v) for c, v in zip(labels, p[:k])},
+                          labels[int(np.argmax(p[:k]))] if k else "", None, frame, time, None,
+                          {t: float(v) for t, v in zip(self.card.target_names, p[k:])})
+
+
 class Recognizer:
     """Face detection + expression classification with one model; see the module docstring."""
 
     def __init__(self, model: str | Path | None = None, detector: str = DEFAULT_DETECTOR, detector_model: str | Path | None = None,
                  device: str = "auto", backend: str = "auto", batch_size: int = 32, margin: float = 1.0, align: bool = True,
                  scene: bool = False, det_max_side: int = 640, min_score: float = 0.6, threads: int = 0, tta: bool = False,
-                 video_det_max_side: int = 320, max_pixels: int | None = None):
+                 video_det_max_side: int = 320, max_pixels: int | None = None, scene_model: str | Path | None = None):
         if batch_size < 1:
             raise ConfigError("batch_size must be at least 1")
         if not 0.5 <= margin <= 3.0:
             raise ConfigError(f"margin {margin} is outside 0.5..3.0")
         self.device = _resolve_device(device)
+        if scene and model in (None, "", "default"):  # whole images want the bundled scene model, not the face one
+            if not default_scene_model_path().is_file():
+                raise CheckpointError(f"--scene: the default model is a face model, and {NO_SCENE_MODEL}: pass --model "
+                                      "SCENE_RUN (a model trained with --input-kind scene)")
+            model = default_scene_model_path()
         self.card, self.backend = load_backend(model, self.device, backend, threads)
         self.labels: list[str] = list(self.card.labels)  # the classes
         self.targets: list[str] = list(self.card.target_names)  # continuous outputs after them (valence, arousal)
@@ -145,9 +208,21 @@ class Recognizer:
                         model or "the default model")
             scene = True
         elif scene and self.card.input_kind == "face":
-            log.warning("--scene with a face model (%s): it reads each whole image as if it were a face crop; for scene "
-                        "emotion use a scene model", model or "the default model")
+            raise ConfigError(f"{model}: a face model, not a scene model: scene mode (--scene) reads whole images with a "
+                              "scene model (--model SCENE_RUN); for faces and the whole image together use --scene-model")
         self.scene = scene
+        # a scene model beside the face model: one more row per image, for the whole image (kind = scene)
+        self.scene_reader: SceneReader | None = None
+        if scene_model not in (None, ""):
+            if scene:
+                raise ConfigError(f"--scene-model {scene_model}: {model or 'the model'} already reads whole images (scene "
+                                  "mode); --scene-model adds a scene model beside a face model")
+            self.scene_reader = SceneReader.load(scene_model, self.device, backend, threads)
+        # every output column of the table: the face model's, then the scene model's that it lacks
+        self.scene_labels: list[str] = self.scene_reader.labels if self.scene_reader else (self.labels if scene else [])
+        self.table_columns: list[str] = self.columns + [c for c in (self.scene_reader.columns if self.scene_reader else [])
+                                                        if c not in self.columns]
+        self.table_labels: list[str] = self.labels + [c for c in self.scene_labels if c not in self.labels]
         kwargs = {} if scene or detector == "none" else {"score_threshold": min_score, "max_side": det_max_side}
         self.detector = create_detector("none" if scene else detector, detector_model, **kwargs)
         self.batch_size, self.margin, self.align = batch_size, margin, align
@@ -181,6 +256,22 @@ class Recognizer:
         from ..data.transforms import flip_tta
 
         return flip_tta(self.backend, x) if self.tta else self.backend(x)
+
+    def classify_scene(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Scene-model outputs (N x its columns) for whole RGB images: the scene model beside the face model, or the
+        model itself in scene mode."""
+        if self.scene_reader is not None:
+            return self.scene_reader.classify(images, self.batch_size, self.tta)
+        if self.scene:
+            return self.classify(images)
+        raise ConfigError("no scene model: pass scene_model= (a model trained with --input-kind scene) or scene=True")
+
+    def scene_result(self, item: _Item) -> FaceResult | None:
+        """The whole-image result of an image classified beside its faces (None when there is none)."""
+        if self.scene_reader is None or item.scene_probs is None:
+            return None
+        h, w = item.scene_shape
+        return self.scene_reader.result(item.scene_probs, (w, h), item.frame, item.time)
 
     # ---- single images ------------------------------------------------------------------------------------------
     def _to_rgb(self, image: Any) -> np.ndarray:
@@ -220,16 +311,34 @@ class Recognizer:
         item.probs = self.classify(item.crops)
         return self.results(item)
 
+    def predict_scene(self, image: Any) -> FaceResult:
+        """The whole image (path, PIL image or RGB array) read by the scene model: what it makes people feel, as classes
+        (positive, negative) and targets (valence, arousal); `box` is the whole image."""
+        rgb = self._to_rgb(image)
+        h, w = rgb.shape[:2]
+        p = self.classify_scene([rgb])[0]
+        reader = self.scene_reader or SceneReader(self.card, self.backend)
+        return reader.result(p, (w, h))
+
+    def predict_images(self, paths: Iterable[str | Path], show: bool = False) -> pd.DataFrame:
+        """The table `emotune predict` writes for image files: a row per face (or one for a face-less or bad file),
+        and with a scene model a row for each whole image (`kind` = scene)."""
+        return self.frame_of([r for item in self.iter_images(paths, show) for r in self.rows(item)])
+
     # ---- streams ------------------------------------------------------------------------------------------------
-    def _batched(self, items: Iterable[_Item], live: bool = False) -> Iterator[_Item]:
+    def _batched(self, items: Iterable[_Item], live: bool = False, scene: bool = False) -> Iterator[_Item]:
         """Classify the crops of consecutive items together, `batch_size` at a time; items come out in order.
-        `live` (a webcam) classifies each item at once: a camera's results must not wait for a batch to fill."""
+        `live` (a webcam) classifies each item at once: a camera's results must not wait for a batch to fill.
+        `scene`: the scene model beside the face model reads each whole image too, in the same batches."""
         pending: list[_Item] = []
         n = 0
 
         def flush() -> Iterator[_Item]:
             crops = [c for it in pending for c in it.crops]
             probs = self.classify(crops)
+            whole = [it for it in pending if scene and it.rgb is not None and not it.error]
+            for it, p in zip(whole, self.classify_scene([it.rgb for it in whole]) if whole else []):
+                it.scene_probs, it.scene_shape = p, it.rgb.shape[:2]
             k = 0
             for it in pending:
                 it.probs = probs[k:k + len(it.crops)]
@@ -245,8 +354,14 @@ class Recognizer:
                 pending, n = [], 0
         yield from flush()
 
+    @property
+    def has_kind(self) -> bool:
+        """Whether the table has a `kind` column (face | scene): with a scene model, beside the faces or alone."""
+        return self.scene or self.scene_reader is not None
+
     def rows(self, item: _Item) -> list[dict[str, Any]]:
-        """Table rows for one item: one per face, or one row with an empty face (and `error` for bad files)."""
+        """Table rows for one item: one per face, or one row with an empty face (and `error` for bad files); with a
+        scene model beside the face model, then one row for the whole image (`kind` scene)."""
         results = [] if item.error else self.results(item)
         rows = result_rows(item.file, results, self.columns, item.frame, item.time, item.error)
         if item.raw_probs is not None and results:  # smoothed: the per-frame values beside them
@@ -255,13 +370,20 @@ class Recognizer:
             raw = raw_columns(self.labels)
             for row, p in zip(rows, item.raw_probs):
                 row.update(zip(raw, [*(round(float(v), 5) for v in p), self.labels[int(np.argmax(p))]]))
+        if self.has_kind:
+            for row in rows:
+                row["kind"] = None if item.error else "scene" if self.scene else "face"
+            if (whole := self.scene_result(item)) is not None:
+                rows += [{**r, "kind": "scene"} for r in result_rows(item.file, [whole], self.scene_reader.columns,
+                                                                     item.frame, item.time)]
         return rows
 
     def frame_of(self, rows: list[dict], raw: bool = False) -> pd.DataFrame:
         """Rows as the table; `raw`: with the raw_* columns of smoothed video rows (empty where there are none)."""
         from .smoothing import raw_columns
 
-        cols = BASE_COLUMNS + self.columns + ["label", "landmarks", "error"] + (raw_columns(self.labels) if raw else [])
+        base = [BASE_COLUMNS[0], "kind", *BASE_COLUMNS[1:]] if self.has_kind else BASE_COLUMNS
+        cols = base + self.table_columns + ["label", "landmarks", "error"] + (raw_columns(self.labels) if raw else [])
         df = pd.DataFrame(rows, columns=cols)
         for c in ("frame", "track"):
             df[c] = df[c].astype("Int64")
@@ -283,7 +405,7 @@ class Recognizer:
                     item = _Item(str(p), error=item_failure(exc))
                 yield item
 
-        for item in self._batched(produce()):
+        for item in self._batched(produce(), scene=self.scene_reader is not None):
             if not keep_rgb:
                 item.rgb = None
             yield item

@@ -12,7 +12,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ class ServeConfig:
     """Everything `emotune serve` is started with (JSON-able: `--workers N` passes it to each worker process)."""
 
     model: str | None = None
+    scene_model: str | None = None  # a scene model beside the face model ("default": the bundled one): scene fields
     detector: str = "yunet"
     detector_model: str | None = None
     device: str = "auto"
@@ -123,13 +124,18 @@ class Engine:
         self.config = config
         self.rec = Recognizer(config.model, config.detector, config.detector_model, config.device, config.backend,
                               batch_size=config.max_batch, margin=config.margin, det_max_side=config.det_max_side,
-                              min_score=config.min_score, threads=config.threads, max_pixels=config.max_pixels)
+                              min_score=config.min_score, threads=config.threads, max_pixels=config.max_pixels,
+                              scene_model=config.scene_model)
         self.labels = self.rec.labels
+        # whole-image emotion: a scene model beside the face model, or the model itself when it is a scene model
+        self.has_scene = self.rec.scene or self.rec.scene_reader is not None
         self.detectors = list_detectors()
         self._pools: dict[str, _DetectorPool] = {}  # the Recognizer built one detector already: options checked at start
         self._pools_lock = threading.Lock()
         self._pool_size = config.detect_threads or os.cpu_count() or 1
         self.batcher = MicroBatcher(self.classify, config.batching, config.max_batch, config.max_wait_ms)
+        self.scene_batcher = (MicroBatcher(self.classify_scene, config.batching, config.max_batch, config.max_wait_ms)
+                              if self.has_scene else None)
         self.started = time.time()
         self.requests = 0
         card = self.rec.card
@@ -138,7 +144,15 @@ class Engine:
         self.model_info = {"id": self.model_id, "version": (card.sha256 or "unknown")[:12], "backbone": card.backbone,
                            "labels": self.labels, "input_size": card.input_size, "channels": card.channels,
                            "backend": self.rec.backend.name, "license": card.license,
-                           "emotune_version": card.emotune_version, "created": card.created}
+                           "emotune_version": card.emotune_version, "created": card.created,
+                           "targets": list(card.target_names), "input_kind": card.input_kind}
+        scene_card = self.rec.scene_reader.card if self.rec.scene_reader is not None else card if self.rec.scene else None
+        scene_spec = config.scene_model if self.rec.scene_reader is not None else spec
+        self.scene_info = None if scene_card is None else {
+            "id": "bundled scene" if scene_spec in (None, "", "default", "bundled") else Path(str(scene_spec)).stem,
+            "version": (scene_card.sha256 or "unknown")[:12], "backbone": scene_card.backbone,
+            "labels": list(scene_card.labels), "targets": list(scene_card.target_names), "input_size": scene_card.input_size,
+            "resize_mode": scene_card.resize_mode}
 
     # ---- the work, in threads ------------------------------------------------------------------------------------
     def _pool(self, name: str) -> _DetectorPool:
@@ -156,7 +170,7 @@ class Engine:
     def prepare(self, upload: Upload, opts: Options) -> tuple[np.ndarray, list, list[np.ndarray]]:
         """Decode (in memory) and detect one image: (rgb, faces, crops). Runs in a worker thread."""
         from ..data.images import read_image_bytes
-        from ..faces import Face, crop_face
+        from ..faces import crop_face
 
         try:
             rgb = np.asarray(read_image_bytes(upload.data, upload.name, "rgb", self.config.max_pixels, FORMATS,
@@ -164,9 +178,8 @@ class Engine:
         except BadInputError as exc:
             status = 415 if exc.problem.startswith("not an image") else 413 if exc.problem.startswith("image too large") else 400
             raise HTTPProblem(status, str(exc)) from None
-        if opts.scene:
-            h, w = rgb.shape[:2]
-            return rgb, [Face((0.0, 0.0, float(w), float(h)), 1.0, None)], [rgb]
+        if opts.scene:  # the whole image only: the scene model reads it, no face detection
+            return rgb, [], []
         pool = self._pool(opts.detector)
         try:
             det = pool.get()
@@ -188,39 +201,65 @@ class Engine:
         for i in range(0, len(crops), rec.batch_size):
             x = rec.preprocess(crops[i:i + rec.batch_size])
             out.append(flip_tta(rec.backend, x) if tta else rec.backend(x))
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, len(rec.columns)), np.float32)
+
+    def classify_scene(self, images, tta: bool) -> np.ndarray:
+        """Scene-model outputs (classes, then targets) for whole RGB images (the scene batcher's function)."""
+        if self.rec.scene_reader is not None:
+            return self.rec.scene_reader.classify(images, self.rec.batch_size, tta)
+        return self.classify(images, tta)  # the model is a scene model: the one Preprocess of its card
+
+    def scene_fields(self, p: np.ndarray) -> dict[str, Any]:
+        """The whole image's emotion: label and probabilities of the scene classes, and targets (valence, arousal)."""
+        info = self.scene_info
+        k = len(info["labels"])
+        return {"label": info["labels"][int(np.argmax(p[:k]))] if k else None,
+                "probs": {c: round(float(v), 5) for c, v in zip(info["labels"], p[:k])},
+                "targets": {t: round(float(v), 5) for t, v in zip(info["targets"], p[k:])}}
 
     # ---- per request ---------------------------------------------------------------------------------------------
     def options(self, fields_: dict[str, Any]) -> Options:
         det = str(fields_.get("detector") or self.config.detector).strip().lower()
         if det not in self.detectors:
             raise HTTPProblem(400, f"detector {det!r} is unknown: choose one of {', '.join(self.detectors)}")
-        return Options(det, _flag(fields_.get("tta", False), "tta"), _flag(fields_.get("scene", False), "scene"),
-                       _flag(fields_.get("align", True), "align"))
+        scene = _flag(fields_.get("scene", False), "scene")
+        if scene and not self.has_scene:
+            raise HTTPProblem(400, "scene: this server has no scene model (its model is a face model): start it with "
+                                   "--scene-model SCENE_RUN (or --with-scene), or --model SCENE_RUN")
+        return Options(det, _flag(fields_.get("tta", False), "tta"), scene or self.rec.scene, _flag(fields_.get("align", True), "align"))
 
     async def analyze(self, upload: Upload, opts: Options) -> dict[str, Any]:
         """One image -> the v1 response: image size, model, faces (box, landmarks, score, probabilities, label)."""
         import anyio
 
+        if self.rec.scene and not opts.scene:  # a scene model reads whole images, whatever the route asked
+            opts = replace(opts, scene=True)
         t0 = time.perf_counter()
         with self.batcher.upstream():
             rgb, faces, crops = await anyio.to_thread.run_sync(self.prepare, upload, opts)
         t1 = time.perf_counter()
-        probs = await self.batcher.classify(crops, opts.tta) if crops else np.zeros((0, len(self.labels)))
+        jobs = [self.batcher.classify(crops, opts.tta)] if crops else []
+        if self.scene_batcher is not None:  # the whole image beside its faces, classified at the same time
+            jobs.append(self.scene_batcher.classify([rgb], opts.tta))
+        done = await asyncio.gather(*jobs)
+        probs = done[0] if crops else np.zeros((0, len(self.rec.columns)))
         t2 = time.perf_counter()
         out = []
+        k = len(self.labels)
         for face, p in zip(faces, probs):
             x, y, w, h = (round(float(v), 1) for v in face.box)
             out.append({"box": {"x": x, "y": y, "w": w, "h": h},
                         "landmarks": None if face.landmarks is None else np.round(face.landmarks.astype(float), 1).tolist(),
-                        "score": round(float(face.score), 4), "label": self.labels[int(np.argmax(p))],
-                        "probs": {c: round(float(v), 5) for c, v in zip(self.labels, p)}})
+                        "score": round(float(face.score), 4), "label": self.labels[int(np.argmax(p[:k]))],
+                        "probs": {c: round(float(v), 5) for c, v in zip(self.labels, p[:k])},
+                        **({"targets": {t: round(float(v), 5) for t, v in zip(self.rec.targets, p[k:])}}
+                           if self.rec.targets else {})})
         self.requests += 1
         return {"image": {"name": upload.name, "width": int(rgb.shape[1]), "height": int(rgb.shape[0])},
                 "model": {"id": self.model_info["id"], "version": self.model_info["version"]},
                 "detector": "none (scene)" if opts.scene else opts.detector, "tta": opts.tta, "scene": opts.scene,
-                "faces": out, "timing_ms": {"decode_detect": round((t1 - t0) * 1000, 1),
-                                            "classify": round((t2 - t1) * 1000, 1)}}
+                "faces": out, **({"scene_emotion": self.scene_fields(done[-1][0])} if self.scene_batcher is not None else {}),
+                "timing_ms": {"decode_detect": round((t1 - t0) * 1000, 1), "classify": round((t2 - t1) * 1000, 1)}}
 
     @staticmethod
     async def timed(coro, timeout_s: float):
@@ -285,9 +324,12 @@ def create_app(config: ServeConfig | None = None, engine: Engine | None = None):
 
     @asynccontextmanager
     async def lifespan(app):
-        await engine.batcher.start()
+        batchers = [b for b in (engine.batcher, engine.scene_batcher) if b is not None]
+        for b in batchers:
+            await b.start()
         yield
-        await engine.batcher.stop()
+        for b in batchers:
+            await b.stop()
 
     app = FastAPI(title="emotune", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Facial expression recognition: detect every face, classify its emotion. "
@@ -315,7 +357,10 @@ def create_app(config: ServeConfig | None = None, engine: Engine | None = None):
               responses=_ERRORS)
     async def analyze(request: Request):
         """Send the image as multipart field `file`, as JSON `{"image": "<base64>"}` or as the raw body
-        (Content-Type image/...). Options (form fields or JSON keys): `detector`, `tta`, `scene`, `align`."""
+        (Content-Type image/...). Options (form fields or JSON keys): `detector`, `tta`, `scene`, `align`. With a
+        scene model (`--scene-model`, or a scene model as `--model`) the response has `scene_emotion`: the whole
+        image's label, probabilities (positive, negative) and targets (valence, arousal); `scene` reads the whole
+        image only (no faces)."""
         parsed = await parse_request(request, limit, ("file", "image"), ("image", "file"))
         if len(parsed.uploads) > 1:
             raise HTTPProblem(400, "one image per /v1/analyze request: use /v1/analyze/batch for several")
@@ -382,7 +427,8 @@ def create_app(config: ServeConfig | None = None, engine: Engine | None = None):
 
     @app.get("/v1/models", summary="The loaded model and the detectors")
     async def models():
-        return {"models": [engine.model_info], "detectors": engine.detectors, "default_detector": config.detector}
+        return {"models": [engine.model_info], "scene_model": engine.scene_info, "detectors": engine.detectors,
+                "default_detector": config.detector}
 
     @app.get("/health", summary="Liveness and counters")
     async def health():
