@@ -265,3 +265,16 @@ def test_cli_seq_bad_options_are_one_line_errors(argv, match, aw, tmp_path, caps
     import re
 
     assert rc == 2 and re.search(match, err) and len(err.strip().splitlines()) == 1, err
+
+
+def test_finetune_trains_the_encoder_end_to_end(tmp_path):
+    from emotune.temporal.embed import load_encoder
+    from emotune.temporal.model import load_sequence_model
+    from emotune.temporal.train import SeqConfig, train_sequence
+
+    ann = make_affwild2(tmp_path / "d", videos=3, frames=5)
+    train_sequence(SeqConfig(data=str(ann), out=str(tmp_path / "r"), epochs=1, window=4, stride=2, hidden=4, split_by="video",
+                             finetune=True, encoder_lr=1e-2, batch_size=4, progress=False, val_fraction=0.34))
+    model, card = load_sequence_model(tmp_path / "r" / "last.json")
+    assert card.temporal["finetune"] is True
+    assert model.encoder.key() != load_encoder("default").key()  # the encoder's weights moved
