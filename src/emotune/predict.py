@@ -74,7 +74,7 @@ def add_smoothing_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--smooth-switch-rate", type=float, metavar="R", help="hmm: expected expression changes per second (prior)")
     g.add_argument("--smooth-delay", type=int, metavar="N", help="hmm: frames a row waits for later evidence (fixed lag)")
     g.add_argument("--smooth-floor", type=float, metavar="F", help="hmm: uniform share mixed into each frame's probabilities")
-    g.add_argument("--temporal-model", metavar="RUN", help="smooth with a trained sequence model (not yet available)")
+    g.add_argument("--temporal-model", metavar="RUN", help="smooth with a trained sequence model (emotune seq train): smoothed classes and its valence/arousal columns")
     g.add_argument("--summary", metavar="FILE", help="per-video, per-track summary (time share of each emotion, means) as "
                                                       ".csv or .json (default: <stem>.summary.csv/.json beside --annotate/--timeline)")
 

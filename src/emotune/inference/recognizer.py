@@ -448,6 +448,10 @@ class Recognizer:
         total = (info.frames + step - 1) // step if info.frames else None
         try:  # a track's state is dropped once the tracker has dropped its id (ids are never reused)
             smoother = VideoSmoother.create(smooth_cfg, step / info.fps, tracker.max_age + 1) if smooth_cfg else None
+            extra = smoother.bind(self.labels, self.targets) if smoother is not None else []
+            if extra:  # a temporal model adds its targets (valence, arousal) as columns
+                self.targets = [*self.targets, *extra]
+                self.columns = self.labels + self.targets
         except BaseException:
             cap.release()
             raise

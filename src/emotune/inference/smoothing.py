@@ -114,6 +114,10 @@ class TemporalModelConfig:
     run: str = ""
     delay: int = 0
 
+    def __post_init__(self):
+        if not isinstance(self.delay, int) or isinstance(self.delay, bool) or self.delay < 0:
+            raise ConfigError(f"--smooth-delay {self.delay}: give a whole number of frames >= 0")
+
 
 class EMATrack:
     def __init__(self, halflife: float, frame_dt: float):
@@ -211,9 +215,11 @@ def _hmm(cfg: HMMConfig, frame_dt: float) -> Callable[[], TrackFilter]:
 
 @register_smoother("temporal", TemporalModelConfig, "a trained temporal (sequence) model: --temporal-model RUN")
 def _temporal(cfg: TemporalModelConfig, frame_dt: float) -> Callable[[], TrackFilter]:
-    # the hook a sequence model fills: load the run, return a TrackFilter that runs it over each track's window
-    raise ConfigError(f"--temporal-model {cfg.run}: needs a sequence model (not yet available in this emotune; "
-                      "use --smooth ema or --smooth hmm)")
+    """The sequence model of `emotune seq train` over each track's last `window` face crops (temporal/stream.py):
+    its `observe` hook embeds each frame's crops, `bind` lays its outputs out as the recognizer's columns."""
+    from ..temporal.stream import TemporalTracks
+
+    return TemporalTracks(cfg.run, cfg.delay)
 
 
 def smoother_config(name: str = "default", **options: Any):
@@ -269,6 +275,9 @@ class VideoSmoother(Generic[P]):
     make_track: Callable[[], TrackFilter]
     delay: int = 0
     forget_after: int = 100  # processed frames without a track's face before its state is dropped (ids never return)
+    # a smoother that reads more than the probabilities (temporal: the face crops) turns (payload, N x K probs) into
+    # its N observations; `width` is then its output width (bind() fixes it for a recognizer's columns)
+    observe: Callable[[Any, np.ndarray], np.ndarray] | None = None
     _pending: deque = field(default_factory=deque)
     _tracks: dict[Any, _TrackState] = field(default_factory=dict)
     _seq: int = 0
@@ -280,7 +289,12 @@ class VideoSmoother(Generic[P]):
             return None
         make = SMOOTHERS[cfg.name].factory(cfg, frame_dt)
         delay = int(getattr(cfg, "delay", 0))
-        return cls(make, delay, max(forget_after, delay + 1))
+        return cls(make, delay, max(forget_after, delay + 1), observe=getattr(make, "observe", None))
+
+    def bind(self, labels: list[str], targets: list[str]) -> list[str]:
+        """Tell a smoother with its own outputs (temporal) the recognizer's columns; the target columns it adds."""
+        bind = getattr(self.make_track, "bind", None)
+        return bind(list(labels), list(targets)) if bind is not None else []
 
     def push(self, time: float, tracks: list[Any] | None, probs: np.ndarray, payload: P = None) -> list[tuple[P, np.ndarray]]:
         """Add one processed frame (its faces' track ids and probabilities); the frames now final come back."""
@@ -288,6 +302,10 @@ class VideoSmoother(Generic[P]):
         probs = np.asarray(probs, np.float64)
         width = probs.shape[-1] if probs.ndim == 2 else 0
         probs = probs.reshape(len(tracks), -1) if tracks else probs
+        if self.observe is not None:
+            width = int(getattr(self.make_track, "width", width))
+            if tracks:
+                probs = self.observe(payload, probs)
         keys, steps = [], []
         for i, tid in enumerate(tracks or []):
             key = ("untracked", self._seq, i) if tid is None else tid  # no id: a track of one frame

@@ -30,7 +30,7 @@ CARD_FORMAT = f"emotune-model/{CARD_VERSION}"
 _FORMAT_RE = re.compile(r"emotune-model/(\d+)")
 # card fields that change what the model computes, how its inputs are prepared or how its outputs are named
 BOUND_FIELDS = ("backbone", "labels", "input_size", "mean", "std", "channels", "in_chans", "source_size", "head", "framing",
-                "targets", "input_kind", "resize_mode")
+                "targets", "input_kind", "resize_mode", "temporal")
 INPUT_KINDS = ("face", "scene")
 RESIZE_MODES = ("squash", "center_crop", "letterbox")
 META_CARD = "emotune_card"  # weights-file metadata key: the bound fields (safetensors) or the whole card (ONNX)
@@ -75,6 +75,9 @@ class ModelCard:
     # how an image becomes input_size x input_size: squash (resize both sides), center_crop (shorter side, then the
     # centre square) or letterbox (longer side, padded); data/transforms.py Preprocess
     resize_mode: str = "squash"
+    # a sequence model (emotune/temporal): {"head": {type, ...}, "window", "stride", "embed_dim", "encoder": {...},
+    # "finetune"}; its outputs are per frame over a window of frames; {} = a per-image model
+    temporal: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     license: str = "apache-2.0"

@@ -121,6 +121,9 @@ def build_ensemble(head: dict[str, Any], num_classes: int, img_size: int, in_cha
 
 def build_from_card(card: ModelCard) -> nn.Module:
     """An untrained model with the architecture a model card describes."""
+    if card.temporal:  # a sequence model (emotune/temporal): encoder + temporal head
+        from ..temporal.model import build_sequence_model
+        return build_sequence_model(card)
     if is_ensemble(card):
         return build_ensemble(card.head, len(card.labels), card.input_size, card.in_chans)
     return create_model(card.backbone, num_classes=card.num_outputs, pretrained=None, img_size=card.input_size, in_chans=card.in_chans,
