@@ -278,3 +278,30 @@ def test_finetune_trains_the_encoder_end_to_end(tmp_path):
     model, card = load_sequence_model(tmp_path / "r" / "last.json")
     assert card.temporal["finetune"] is True
     assert model.encoder.key() != load_encoder("default").key()  # the encoder's weights moved
+
+
+def test_predict_with_a_temporal_model_writes_its_columns_from_the_first_row(run, tmp_path):
+    """`emotune predict IMAGE VIDEO --temporal-model RUN -o out.csv`: the file's header has the temporal model's
+    valence/arousal from the start (an image row comes first), and the video's face rows carry finite values."""
+    import cv2
+    import pandas as pd
+
+    from emotune.data.synthetic import draw_face
+
+    rng = np.random.default_rng(3)
+    image = tmp_path / "a.png"
+    draw_face("happy", 64, rng).convert("RGB").save(image)
+    video = tmp_path / "b.mp4"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 64))
+    for i in range(12):
+        w.write(cv2.cvtColor(np.asarray(draw_face("sad" if i % 2 else "happy", 64, rng).convert("RGB")), cv2.COLOR_RGB2BGR))
+    w.release()
+    out = tmp_path / "out.csv"
+    rc = cli.main(["predict", str(image), str(video), "--detector", "none", "--temporal-model", str(run), "-o", str(out),
+                   "--no-progress"])
+    assert rc == 0
+    df = pd.read_csv(out)
+    assert {"valence", "arousal"} <= set(df.columns)
+    frames = df[df["frame"].notna()]
+    assert len(frames) == 12 and frames[["valence", "arousal"]].notna().all().all()
+    assert frames["valence"].between(-1, 1).all()

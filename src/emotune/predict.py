@@ -201,6 +201,8 @@ def run_predict(args: argparse.Namespace) -> int:
     ann = Path(args.annotate) if args.annotate else None
     timeline_dir = Path(args.timeline) if args.timeline else ann
     raw = args.smooth_config is not None
+    if raw:
+        rec.bind_smoother(args.smooth_config)
     sink = TableSink(lambda rows: rec.frame_of(rows, raw=raw), rec.table_labels, fmt, args.output, video=bool(sources))
     try:
         with _sigterm_as_exit():

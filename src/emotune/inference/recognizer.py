@@ -378,6 +378,21 @@ class Recognizer:
                                                                      item.frame, item.time)]
         return rows
 
+    def _add_targets(self, extra: Sequence[str]) -> None:
+        """Output columns that a smoother brings (a temporal model's valence/arousal), in every column list."""
+        extra = [c for c in extra if c not in self.targets]
+        if extra:
+            self.targets = [*self.targets, *extra]
+            self.columns = self.labels + self.targets
+            self.table_columns = [*self.table_columns, *(c for c in extra if c not in self.table_columns)]
+
+    def bind_smoother(self, smooth_cfg) -> None:
+        """Add a smoother's output columns before any table is started, so a file's header has them from the first row
+        (a run of images then videos would otherwise write a CSV header without the temporal model's columns)."""
+        from .smoothing import VideoSmoother
+
+        self._add_targets(VideoSmoother.create(smooth_cfg, 1 / 30).bind(self.labels, list(self.card.target_names)))
+
     def frame_of(self, rows: list[dict], raw: bool = False) -> pd.DataFrame:
         """Rows as the table; `raw`: with the raw_* columns of smoothed video rows (empty where there are none)."""
         from .smoothing import raw_columns
@@ -448,10 +463,8 @@ class Recognizer:
         total = (info.frames + step - 1) // step if info.frames else None
         try:  # a track's state is dropped once the tracker has dropped its id (ids are never reused)
             smoother = VideoSmoother.create(smooth_cfg, step / info.fps, tracker.max_age + 1) if smooth_cfg else None
-            extra = smoother.bind(self.labels, self.targets) if smoother is not None else []
-            if extra:  # a temporal model adds its targets (valence, arousal) as columns
-                self.targets = [*self.targets, *extra]
-                self.columns = self.labels + self.targets
+            if smoother is not None:  # a temporal model adds its targets (valence, arousal) as columns
+                self._add_targets(smoother.bind(self.labels, list(self.card.target_names)))
         except BaseException:
             cap.release()
             raise
@@ -518,8 +531,9 @@ def result_rows(file: str, results: list[FaceResult], labels: list[str], frame: 
     rows = []
     for r in results:
         x, y, w, h = (round(v, 1) for v in r.box)
+        values = {**r.probs, **r.targets}  # a column a face lacks (a temporal model's, on a photo) stays empty
         rows.append({**base, "track": r.track, "x": x, "y": y, "w": w, "h": h, "score": round(r.score, 4),
-                     **{c: round({**r.probs, **r.targets}[c], 5) for c in labels}, "label": r.label,
+                     **{c: None if values.get(c) is None else round(values[c], 5) for c in labels}, "label": r.label,
                      "landmarks": None if r.landmarks is None else json.dumps(r.landmarks), "error": None})
     return rows
 
