@@ -12,10 +12,12 @@ Probabilities come back unrounded, in `labels` order (facex's category names: an
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import warnings
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer_protocol import serve  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 warnings.filterwarnings("ignore")
@@ -85,19 +87,7 @@ def main() -> None:
     args = ap.parse_args()
     peer = FacexPeer(args.threads)
     ops = {"info": lambda: peer.info, "crops": peer.crops, "photos": peer.photos}
-    print("@@ " + json.dumps({"ready": True, **peer.info}), flush=True)
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        cmd = json.loads(line)
-        op = cmd.pop("op")
-        if op == "quit":
-            break
-        try:
-            ans = {"ok": True, "result": ops[op](**cmd)}
-        except Exception as exc:  # report, keep serving
-            ans = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        print("@@ " + json.dumps(ans), flush=True)
+    serve(ops, peer.info)
 
 
 if __name__ == "__main__":

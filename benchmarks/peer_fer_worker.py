@@ -39,6 +39,7 @@ import warnings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 warnings.filterwarnings("ignore")
 
+from peer_protocol import serve  # noqa: E402
 from timing import timed  # noqa: E402  (benchmarks/ is on sys.path: this script's folder)
 
 
@@ -198,19 +199,7 @@ def main() -> None:
         return
     ops = {"info": lambda: bench.info, "classifier": bench.classifier, "photo": bench.photo_, "video": bench.video,
            "crops": bench.crops, "photos": bench.photos}
-    print("@@ " + json.dumps({"ready": True, **bench.info}), flush=True)
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        cmd = json.loads(line)
-        op = cmd.pop("op")
-        if op == "quit":
-            break
-        try:
-            ans = {"ok": True, "result": ops[op](**cmd)}
-        except Exception as exc:  # report, keep serving
-            ans = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        print("@@ " + json.dumps(ans), flush=True)
+    serve(ops, bench.info)
 
 
 if __name__ == "__main__":

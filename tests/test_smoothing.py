@@ -296,13 +296,6 @@ def test_a_real_variable_frame_rate_video_gets_its_true_times():
 # --------------------------------------------------------------------------------------------- recognizer and predict
 
 
-@pytest.fixture(autouse=True, scope="module")
-def emotune_cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("emotune_cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMOTUNE_CACHE", str(path))
-        yield path
-
 
 @pytest.fixture(scope="module")
 def card(tmp_path_factory) -> Path:
