@@ -61,6 +61,8 @@ COMMANDS: list[CommandSpec] = [
                 "POST /v1/analyze (multipart, base64 JSON or an image body), /v1/analyze/batch, a deepface-compatible "
                 "POST /analyze, GET /v1/models and /health; the web page at /, the API page at /docs. The model loads once; "
                 "faces of concurrent requests are classified in micro-batches. Needs `pip install 'emotune[serve]'`."),
+    CommandSpec("synth", "commands.synth", "add_synth_arguments", "run_synth",
+                "generative augmentation: train a class-conditional face GAN, sample synthetic faces, measure them"),
     CommandSpec("models", "commands.catalog", "add_no_arguments", "run_models", "list the registered backbones"),
     CommandSpec("detectors", "commands.catalog", "add_no_arguments", "run_detectors", "list the face detectors"),
     CommandSpec("demo", "commands.demo", "add_demo_arguments", "run_demo",

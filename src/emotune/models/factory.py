@@ -121,6 +121,8 @@ def build_ensemble(head: dict[str, Any], num_classes: int, img_size: int, in_cha
 
 def build_from_card(card: ModelCard) -> nn.Module:
     """An untrained model with the architecture a model card describes."""
+    if card.kind != "classifier":
+        raise CheckpointError(f"a {card.kind} checkpoint ({card.backbone}), not an emotion classifier: use it with `emotune synth`")
     if is_ensemble(card):
         return build_ensemble(card.head, len(card.labels), card.input_size, card.in_chans)
     return create_model(card.backbone, num_classes=card.num_outputs, pretrained=None, img_size=card.input_size, in_chans=card.in_chans,
