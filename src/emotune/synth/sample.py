@@ -3,8 +3,7 @@ command reads, with manifest.csv (path,label,synthetic=1,generator,seed) and syn
 sha256, the seed, and a copy of the generator's training list, so that leak checks need nothing else).
 
 Reproducible: the latents of class c come from a generator seeded by (seed, c) alone, so the same seed gives identical
-files, and the first n faces of a class are the same whatever --per-class or --classes asks for (N=50 is a prefix of
-N=200)."""
+files (on the same machine and library versions), whichever other classes --classes asks for."""
 from __future__ import annotations
 
 import csv
