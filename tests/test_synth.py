@@ -235,3 +235,31 @@ def test_quality_reports_every_measure_and_keeps_the_nn_grid_in_the_run(gen_run,
     assert Path(r["memorisation"]["nn_grid"]).parent == gen_run  # dataset images stay in the run folder
     assert (tmp_path / "q" / "quality.json").is_file() and "Frechet distance" in (tmp_path / "q" / "quality.md").read_text()
     assert not list((tmp_path / "q").glob("*.png"))
+
+
+def test_one_generator_per_fold_cross_validation_runs_end_to_end(faces, tmp_path):
+    """The CK+ protocol in small: each fold's generator learns from that fold's training rows only, its faces join that
+    fold's training side, and the folds are scored as `emotune cv` scores them."""
+    from emotune.protocols.cv import write_folds_csv
+    from emotune.synth.protocol import cv_with_fold_generators, generator_training
+    from emotune.synth.sample import sample_dataset
+    from emotune.train import make_config
+
+    samples, fold_of = _fold_samples(faces)
+    write_folds_csv(tmp_path / "folds.csv", samples, fold_of)
+    seen = {}
+
+    def make(fold, split_csv):
+        g = tmp_path / f"g{fold}"
+        train(split_csv, g, epochs=1, data_format="manifest", train_split="train")
+        seen[fold] = {r["subject"] for r in generator_training(sample_dataset(g, g / "syn", 3, seed=0))}
+        return g / "syn"
+
+    cfg = make_config({"img_size": 32, "epochs": 1, "batch_size": 16, "workers": 0, "progress": False, "val_fraction": 0.25,
+                       "backbone": "test_resnet", "threads": 1, "data": str(faces), "out": str(tmp_path / "cv")})
+    res = cv_with_fold_generators(cfg, tmp_path / "folds.csv", make, {"name": "gan"}, tmp_path / "cv")
+    assert [f.status for f in res.folds] == ["ok", "ok"], [f.error for f in res.folds]
+    assert seen == {1: {"S003", "S004"}, 2: {"S001", "S002"}}  # never a test subject
+    assert (tmp_path / "cv" / "cv.json").is_file()
+    card = json.loads((tmp_path / "cv" / "fold_1" / "best.json").read_text())
+    assert card["training"]["data"]["sources"]["gan"]["synthetic"] is True and card["training"]["data"]["sources"]["gan"]["n_val"] == 0
