@@ -62,13 +62,13 @@ def subset_manifest(root: Path, fraction: float, seed: int, out: Path) -> Path:
     return out
 
 
-def generator(data: str, out: Path, a, **kw) -> Path:
+def generator(data: str, out: Path, a, epochs: int, **kw) -> Path:
     from emotune.synth.config import SynthConfig
     from emotune.synth.train import train_generator
 
-    if (out / "summary.json").is_file() and json.loads((out / "summary.json").read_text())["epochs_run"] >= a.gen_epochs:
+    if (out / "summary.json").is_file() and json.loads((out / "summary.json").read_text())["epochs_run"] >= epochs:
         return out
-    cfg = SynthConfig(data=data, out=str(out), epochs=a.gen_epochs, steps_per_epoch=a.gen_steps, g_width=a.gen_width,
+    cfg = SynthConfig(data=data, out=str(out), epochs=epochs, steps_per_epoch=a.gen_steps, g_width=a.gen_width,
                       d_width=a.gen_width, batch_size=32, threads=a.threads, seed=a.seed, progress=False,
                       resume=(out / "train_state.safetensors").is_file(), **kw)
     t0 = time.perf_counter()
@@ -81,9 +81,12 @@ def synthetic_sets(gen: Path, out: Path, ns: list[int], seed: int) -> dict[int, 
     """Sample max(N) per class once; manifest_n<N>.csv beside it lists the first N per class (same generator, seed)."""
     from emotune.synth.sample import MANIFEST, SYNTHETIC_JSON, sample_dataset
 
+    from emotune.models import read_card
+
     top = max(ns)
     meta = out / SYNTHETIC_JSON
-    if not (meta.is_file() and json.loads(meta.read_text())["per_class"] == top):
+    old = json.loads(meta.read_text()) if meta.is_file() else {}
+    if (old.get("per_class"), old.get("generator_sha256")) != (top, read_card(gen)[0].sha256):  # resampled when the generator changed
         sample_dataset(gen, out, top, seed)
     rows = list(csv.DictReader(open(out / MANIFEST)))
     sets = {}
@@ -143,23 +146,27 @@ def fer_regime(pct: float, a, runs: Path) -> dict:
         arms[f"baseline_{aug}"] = train_arm(root / f"baseline_{aug}", {**common, **AUGS[aug], "data": str(train_csv),
                                                                          "val_data": str(FER / "val")})
     best_aug = max(a.aug, key=lambda k: arms[f"baseline_{k}"]["val_accuracy"])
-    t0 = time.perf_counter()
-    gen = generator(str(train_csv), root / "generator", a)
-    gen_secs = float((gen / "bench_seconds.txt").read_text()) if (gen / "bench_seconds.txt").is_file() else time.perf_counter() - t0
-    sets = synthetic_sets(gen, root / "synthetic", a.n, a.seed)
-    for n, manifest in sets.items():
-        src = [{"name": "real", "data": str(train_csv), "val_data": str(FER / "val")},
-               {"name": "synthetic", "data": str(manifest), "synthetic": True}]
-        arms[f"synth_{n}"] = train_arm(root / f"synth_{n}", {**common, **AUGS[best_aug]}, {"sources": src})
+    arms[f"baseline_{best_aug}"]["chosen"] = True
+    generators = {}
+    for epochs in a.gen_epochs:  # each generator budget gets its own folder, synthetic sets and arms
+        steps = epochs * a.gen_steps
+        gdir = root / f"gen{steps}_w{a.gen_width}"
+        gen = generator(str(train_csv), gdir / "generator", a, epochs)
+        generators[f"{steps} steps"] = {"run": str(gen), "seconds": float((gen / "bench_seconds.txt").read_text()),
+                                        "quality": quality(gen, str(FER / "val"))}
+        for n, manifest in synthetic_sets(gen, gdir / "synthetic", a.n, a.seed).items():
+            src = [{"name": "real", "data": str(train_csv), "val_data": str(FER / "val")},
+                   {"name": "synthetic", "data": str(manifest), "synthetic": True}]
+            arms[f"synth_{n}_gen{steps}"] = train_arm(gdir / f"synth_{n}", {**common, **AUGS[best_aug]}, {"sources": src})
     base = predictions_on_test(Path(arms[f"baseline_{best_aug}"]["run"]), FER / "test")
     for k, arm in arms.items():
         preds = predictions_on_test(Path(arm["run"]), FER / "test")
         arm["test_accuracy"] = float((preds["label"] == preds["pred"]).mean())
         if k.startswith("synth_"):
             arm["vs_baseline"] = paired(base, preds)
-    chosen_n = max(a.n, key=lambda n: arms[f"synth_{n}"]["val_accuracy"])
-    return {"regime": name, "n_real": n_real, "baseline_aug": best_aug, "generator": str(gen), "generator_seconds": gen_secs,
-            "generator_quality": quality(gen, str(FER / "val")), "arms": arms, "n_selected_on_val": chosen_n}
+    chosen = max((k for k in arms if k.startswith("synth_")), key=lambda k: arms[k]["val_accuracy"])
+    return {"regime": name, "n_real": n_real, "baseline_aug": best_aug, "generators": generators, "arms": arms,
+            "synthetic_arm_selected_on_val": chosen}
 
 
 def ckplus_regime(a, runs: Path) -> dict:
@@ -184,7 +191,7 @@ def ckplus_regime(a, runs: Path) -> dict:
     def fold_synth(n: int):
         def make(fold: int, split_csv: Path) -> Path:
             gdir = root / "generators" / f"fold_{fold}"
-            gen = generator(str(split_csv), gdir, a, data_format="manifest", train_split="train")
+            gen = generator(str(split_csv), gdir, a, a.gen_epochs[-1], data_format="manifest", train_split="train")
             return synthetic_sets(gen, gdir / "synthetic", a.n, a.seed)[n]
         return make
 
@@ -205,8 +212,8 @@ def ckplus_regime(a, runs: Path) -> dict:
         arm["test_accuracy_pooled"] = float((pooled[k]["label"] == pooled[k]["pred"]).mean())
         if k != "baseline":
             arm["vs_baseline"] = paired(pooled["baseline"], pooled[k])
-    return {"regime": "ckplus", "arms": arms, "generators": str(root / "generators"),
-            "generator_quality_fold1": quality(root / "generators" / "fold_1", str(CKPLUS))}
+    return {"regime": "ckplus", "arms": arms, "generators": {"fold 1 of 10": {"run": str(root / "generators" / "fold_1"),
+            "quality": quality(root / "generators" / "fold_1", str(CKPLUS))}}}
 
 
 def markdown(result: dict) -> str:
@@ -219,22 +226,25 @@ def markdown(result: dict) -> str:
     for r in result["regimes"]:
         md += [f"## {r['regime']}", ""]
         if "n_real" in r:
-            md += [f"{r['n_real']} real training faces; baseline augmentation chosen on val: **{r['baseline_aug']}**; "
-                   f"generator trained in {r['generator_seconds'] / 60:.1f} min.", ""]
+            md += [f"{r['n_real']} real training faces; baseline augmentation chosen on val: **{r['baseline_aug']}** (the "
+                   "paired tests compare each synthetic arm with it, on the same test images).", ""]
         md += ["| arm | val accuracy | test accuracy | diff vs baseline (95% CI) | McNemar p |", "|---|---|---|---|---|"]
         for k, arm in r["arms"].items():
             v = arm.get("vs_baseline")
             acc = arm.get("test_accuracy", arm.get("test_accuracy_pooled"))
-            md.append(f"| {k} | {arm.get('val_accuracy', float('nan')):.4f} | {acc:.4f} | " +
+            md.append(f"| {k}{' (baseline)' if arm.get('chosen') else ''} | {arm.get('val_accuracy', float('nan')):.4f} | {acc:.4f} | " +
                       (f"{v['diff'] * 100:+.1f} [{v['ci95'][0] * 100:+.1f}, {v['ci95'][1] * 100:+.1f}] | {v['p_mcnemar']:.3f} |"
                        if v else "- | - |"))
-        q = r.get("generator_quality") or r.get("generator_quality_fold1")
-        if q:
-            md += ["", f"Generator quality (bundled-model features, not Inception FID): Frechet distance {q['frechet_distance']:.1f} "
-                   f"(real vs real {q['frechet_real_vs_real']:.1f}), class fidelity {q['fidelity']:.3f} (real faces "
-                   f"{q['real_accuracy']:.3f}), diversity generated/real {q['diversity_ratio']:.2f}, near copies {q['near_copies']}."]
-        if "n_selected_on_val" in r:
-            md += ["", f"N chosen on val: {r['n_selected_on_val']}."]
+        md += ["", "| generator | train minutes | Frechet distance (real vs real) | class fidelity (real) | diversity gen/real | near copies |",
+               "|---|---|---|---|---|---|"]
+        for g, v in r["generators"].items():
+            q = v["quality"]
+            md.append(f"| {g} | {v.get('seconds', float('nan')) / 60:.1f} | {q['frechet_distance']:.1f} ({q['frechet_real_vs_real']:.1f}) | "
+                      f"{q['fidelity']:.3f} ({q['real_accuracy']:.3f}) | {q['diversity_ratio']:.2f} | {q['near_copies']} |")
+        md += ["", "Quality features: the bundled FER2013 MobileNetV2's penultimate layer, NOT the Inception FID of the papers; "
+               "fidelity = the bundled classifier's accuracy on generated faces by conditioned class."]
+        if "synthetic_arm_selected_on_val" in r:
+            md += ["", f"Synthetic arm chosen on val: {r['synthetic_arm_selected_on_val']}."]
         md.append("")
     md += ["## Verdict", "", result.get("verdict", "")]
     return "\n".join(md)
@@ -245,7 +255,7 @@ def main() -> None:
     ap.add_argument("--regimes", default="fer1", help="comma list of ferP (P%% of FER2013 train/ per class) and ckplus")
     ap.add_argument("--n", default="50,200", help="synthetic faces per class, comma list")
     ap.add_argument("--aug", default="default,strong", help="classical augmentations the baseline is chosen among (on val)")
-    ap.add_argument("--gen-epochs", type=int, default=10)
+    ap.add_argument("--gen-epochs", default="10", help="generator epochs, comma list: one generator (and its arms) per budget")
     ap.add_argument("--gen-steps", type=int, default=30, help="generator updates per epoch")
     ap.add_argument("--gen-width", type=int, default=16)
     ap.add_argument("--clf-epochs", type=int, default=12)
@@ -257,6 +267,7 @@ def main() -> None:
     ap.add_argument("--name", default="synth_augment", help="results/<name>.json and .md")
     a = ap.parse_args()
     a.n = [int(x) for x in a.n.split(",")]
+    a.gen_epochs = [int(x) for x in a.gen_epochs.split(",")]
     a.aug = [x.strip() for x in a.aug.split(",")]
     runs = Path(a.runs)
     t0 = time.perf_counter()

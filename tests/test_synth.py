@@ -263,3 +263,22 @@ def test_one_generator_per_fold_cross_validation_runs_end_to_end(faces, tmp_path
     assert (tmp_path / "cv" / "cv.json").is_file()
     card = json.loads((tmp_path / "cv" / "fold_1" / "best.json").read_text())
     assert card["training"]["data"]["sources"]["gan"]["synthetic"] is True and card["training"]["data"]["sources"]["gan"]["n_val"] == 0
+
+
+def test_benchmark_synthetic_sets_are_nested_and_follow_their_generator(gen_run, faces, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import synth_augment
+
+    sets = synth_augment.synthetic_sets(gen_run, tmp_path / "syn", [1, 3], seed=0)
+    n1, n3 = (list(csv.DictReader(open(sets[n]))) for n in (1, 3))
+    assert len(n1) == 4 and len(n3) == 12 and {r["path"] for r in n1} < {r["path"] for r in n3}
+    before = (tmp_path / "syn" / "happy" / "synth_happy_00000.png").read_bytes()
+    other = tmp_path / "other"
+    train(faces, other, epochs=1, seed=5)
+    synth_augment.synthetic_sets(other, tmp_path / "syn", [1, 3], seed=0)  # another generator: sampled again
+    assert json.loads((tmp_path / "syn" / "synthetic.json").read_text())["generator"] == str((other / "last.json").resolve())
+    assert (tmp_path / "syn" / "happy" / "synth_happy_00000.png").read_bytes() != before
+    m = synth_augment.subset_manifest(faces, 0.5, 0, tmp_path / "sub.csv")
+    assert len(list(csv.DictReader(open(m)))) == 4 * 10  # at least 10 per class
