@@ -13,7 +13,7 @@ NAMES = [spec.name for spec in cli.COMMANDS]
 
 
 def test_the_registry_is_the_whole_command_line():
-    assert NAMES == ["predict", "train", "evaluate", "export", "average", "cascade", "cv", "report", "faces", "serve", "seq", "models", "detectors", "demo"]
+    assert NAMES == ["predict", "train", "evaluate", "export", "average", "cascade", "cv", "report", "faces", "serve", "seq", "synth", "models", "detectors", "demo"]
     assert len(set(NAMES)) == len(NAMES)
     sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert list(sub.choices) == NAMES  # no command is added outside the registry

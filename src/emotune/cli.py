@@ -62,6 +62,8 @@ COMMANDS: list[CommandSpec] = [
                 "POST /analyze, GET /v1/models and /health; the web page at /, the API page at /docs. The model loads once; "
                 "faces of concurrent requests are classified in micro-batches. Needs `pip install 'emotune[serve]'`."),
     CommandSpec("seq", "commands.seq", "add_seq_arguments", "run_seq", "sequence models over face video: train, cv, evaluate, export"),
+    CommandSpec("synth", "commands.synth", "add_synth_arguments", "run_synth",
+                "generative augmentation: train a class-conditional face GAN, sample synthetic faces, measure them"),
     CommandSpec("models", "commands.catalog", "add_no_arguments", "run_models", "list the registered backbones"),
     CommandSpec("detectors", "commands.catalog", "add_no_arguments", "run_detectors", "list the face detectors"),
     CommandSpec("demo", "commands.demo", "add_demo_arguments", "run_demo",

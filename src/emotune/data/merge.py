@@ -8,6 +8,10 @@ keeps each sample's source, so the report gives per-source metrics.
     sources:
       - {name: fer2013, data: ../shared/data/fer2013/train, val_data: ../shared/data/fer2013/val, missing: [contempt]}
       - {name: ckplus, data: ../shared/data/ckplus48, val_fraction: 0.2, weight: 0.3, missing: [neutral]}
+
+A source with `synthetic: true` (faces from `emotune synth sample`) gets its share of the draws and its weight like
+any other, but it is never validated or tested on: it has no hold-out, and `val_data`, `val_split` or `val_fraction`
+on it are refused. A folder written by `emotune synth sample` (it holds synthetic.json) must be marked so.
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ class SourceSpec:
     targets: list[str] = field(default_factory=list)  # target columns (manifest, rating table)
     target_scale: str | None = None
     tier: str | None = None  # twitter_i agreement tier
+    synthetic: bool = False  # generated faces: training draws only, never validation or test
 
     def load(self, drop_labels: Sequence[str] = (), val: bool = False, ferplus_mode: str = "majority") -> list[Sample]:
         """This source's train (or explicit val) samples, mapped; empty class folders are excused for the labels it
@@ -70,7 +75,9 @@ def parse_sources(raw: Sequence[dict[str, Any]]) -> list[SourceSpec]:
         lm = {canonical_label(k, f"sources[{i}].label_map"): (None if v in DROP else canonical_label(v, f"sources[{i}].label_map"))
               for k, v in (r.get("label_map") or {}).items()}
         missing = [canonical_label(m, f"sources[{i}].missing") for m in (r.get("missing") or [])]
-        specs.append(SourceSpec(**{**r, "label_map": lm, "missing": missing}))
+        spec = SourceSpec(**{**r, "label_map": lm, "missing": missing, "synthetic": _flag(r.get("synthetic", False), i)})
+        _check_synthetic(spec, i)
+        specs.append(spec)
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"sources: names must be unique, got {names}")
@@ -80,6 +87,30 @@ def parse_sources(raw: Sequence[dict[str, Any]]) -> list[SourceSpec]:
     if any(given) and any(s.weight <= 0 for s in specs):
         raise ConfigError("sources: weights must be positive")
     return specs
+
+
+def _flag(value: Any, i: int) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    raise ConfigError(f"sources[{i}]: synthetic must be true or false, got {value!r}")
+
+
+def _check_synthetic(spec: SourceSpec, i: int) -> None:
+    """A synthetic source trains only; a synthetic set that is not marked so would be validated on."""
+    if spec.synthetic:
+        given = [k for k in ("val_data", "val_split", "val_fraction") if getattr(spec, k) is not None]
+        if given:
+            raise ConfigError(f"sources[{i}] {spec.name!r}: synthetic faces are never used for validation or test; "
+                              f"remove {', '.join(given)} from it")
+        return
+    from pathlib import Path
+
+    p = Path(spec.data)
+    if any((d / "synthetic.json").is_file() for d in (p, p.parent) if str(d) not in ("", ".")):
+        raise ConfigError(f"sources[{i}] {spec.name!r}: {spec.data} holds synthetic faces (synthetic.json); "
+                          "mark the source `synthetic: true` so that it is never used for validation")
 
 
 def _map(samples: list[Sample], spec: SourceSpec) -> list[Sample]:
@@ -116,7 +147,9 @@ def load_merged(specs: Sequence[SourceSpec], labels_spec: str, seed: int = 0, fe
     examples: dict[str, dict[str, str]] = {}  # per source, the first file or row of each label, to name in errors
     for spec in specs:
         tr = spec.load(drop_labels, ferplus_mode=ferplus_mode)
-        if spec.val_data or spec.val_split:
+        if spec.synthetic:
+            va = []  # never validated on (parse_sources refused val_* keys on it)
+        elif spec.val_data or spec.val_split:
             va = spec.load(drop_labels, val=True, ferplus_mode=ferplus_mode)
         else:
             frac = default_val_fraction if spec.val_fraction is None else spec.val_fraction
@@ -144,8 +177,9 @@ def load_merged(specs: Sequence[SourceSpec], labels_spec: str, seed: int = 0, fe
                             "map them (`label_map`) or drop them (label_map: {label: null})")
     if problems:
         raise ConfigError("; ".join(problems))
-    describe = {"sources": {name: {"data": spec.data, "val": spec.val_data or spec.val_split or "hold-out", "n_train": sum(c.values()),
+    describe = {"sources": {name: {"data": spec.data, "val": "none (synthetic)" if spec.synthetic else spec.val_data or spec.val_split or "hold-out", "n_train": sum(c.values()),
                                    "n_val": nv, "weight": spec.weight, "label_map": spec.label_map, "missing": spec.missing,
+                                   **({"synthetic": True} if spec.synthetic else {}),
                                    "class_counts": {k: v for k, v in c.items() if k}} for name, (spec, c, nv) in per.items()}}
     return Merged(train, val, labels, describe)
 

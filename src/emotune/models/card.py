@@ -30,8 +30,11 @@ CARD_FORMAT = f"emotune-model/{CARD_VERSION}"
 _FORMAT_RE = re.compile(r"emotune-model/(\d+)")
 # card fields that change what the model computes, how its inputs are prepared or how its outputs are named
 BOUND_FIELDS = ("backbone", "labels", "input_size", "mean", "std", "channels", "in_chans", "source_size", "head", "framing",
-                "targets", "input_kind", "resize_mode", "temporal")
+                "targets", "input_kind", "resize_mode", "temporal", "kind")
 INPUT_KINDS = ("face", "scene")
+# what the weights are: an emotion classifier (everything but `emotune synth`), or a class-conditional face generator
+# (`emotune synth train`: labels are the classes it is conditioned on, input_size the side of the faces it makes)
+MODEL_KINDS = ("classifier", "generator")
 RESIZE_MODES = ("squash", "center_crop", "letterbox")
 META_CARD = "emotune_card"  # weights-file metadata key: the bound fields (safetensors) or the whole card (ONNX)
 _warned_unbound: set[str] = set()
@@ -78,6 +81,7 @@ class ModelCard:
     # a sequence model (emotune/temporal): {"head": {type, ...}, "window", "stride", "embed_dim", "encoder": {...},
     # "finetune"}; its outputs are per frame over a window of frames; {} = a per-image model
     temporal: dict[str, Any] = field(default_factory=dict)
+    kind: str = "classifier"
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     license: str = "apache-2.0"
@@ -140,6 +144,8 @@ class ModelCard:
             raise CheckpointError(f"{where}: 'input_kind' must be one of {list(INPUT_KINDS)}, got {d.get('input_kind')!r}")
         if d.get("resize_mode", "squash") not in RESIZE_MODES:
             raise CheckpointError(f"{where}: 'resize_mode' must be one of {list(RESIZE_MODES)}, got {d.get('resize_mode')!r}")
+        if d.get("kind", "classifier") not in MODEL_KINDS:
+            raise CheckpointError(f"{where}: 'kind' must be one of {list(MODEL_KINDS)}, got {d.get('kind')!r}")
         if not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
             raise CheckpointError(f"{where}: 'input_size' must be a positive integer, got {size!r}")
         for key in ("mean", "std"):

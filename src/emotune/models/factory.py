@@ -121,6 +121,8 @@ def build_ensemble(head: dict[str, Any], num_classes: int, img_size: int, in_cha
 
 def build_from_card(card: ModelCard) -> nn.Module:
     """An untrained model with the architecture a model card describes."""
+    if card.kind != "classifier":
+        raise CheckpointError(f"a {card.kind} checkpoint ({card.backbone}), not an emotion classifier: use it with `emotune synth`")
     if card.temporal:  # a sequence model (emotune/temporal): encoder + temporal head
         from ..temporal.model import build_sequence_model
         return build_sequence_model(card)

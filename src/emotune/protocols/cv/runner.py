@@ -247,8 +247,10 @@ def run_cv(cfg: TrainConfig, folds: int | str | None = None, group_by: str | Non
         crossing = crossing_groups(samples, fold_of)
         if crossing:
             raise ConfigError(f"groups {crossing[:5]} have images in more than one fold; not a group-kept assignment")
+    from ...synth.protocol import check_cv_sources
     from ...train.config import check_model_choice
 
+    check_cv_sources(cfg.sources, samples, fold_of)  # no synthetic source whose generator saw a test fold's faces
     check_model_choice(cfg.backbone, cfg.pretrained)  # before the folder is made: every fold would fail alike
     out.mkdir(parents=True, exist_ok=True)
     if source is None or source.resolve() != (out / FOLDS_FILE).resolve():
