@@ -71,7 +71,6 @@ def test_recognizer_scene_columns_and_auto_mode(scene_model, caplog):
     assert sum(r.probs.values()) == pytest.approx(1.0, abs=1e-5) and all(-1 <= v <= 1 for v in r.targets.values())
     assert r.box == (0.0, 0.0, 90.0, 60.0)
     from emotune.inference.output import annotate, table_text
-    import pandas as pd
     from emotune.inference.recognizer import result_rows
 
     df = rec.frame_of(result_rows("a.jpg", [r], rec.columns))

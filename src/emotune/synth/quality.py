@@ -17,7 +17,6 @@ generators scored here with the same numbers of images, against the real-vs-real
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +160,6 @@ def measure(model: str | Path, data: str, out: str | Path | None = None, per_cla
     train_rows = read_train_images(run / "train_images.csv") if (run / "train_images.csv").is_file() else []
     memo: dict[str, Any] = {"available": False}
     if train_rows:
-        from PIL import Image
 
         from ..data.images import read_image
 

@@ -22,7 +22,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..io import atomic_write_json, atomic_write_text, check_writable_dir
-from .data import SequenceData, Video, gather, holdout_videos, load_sequences, make_windows, video_folds, warn
+from .data import SequenceData, gather, holdout_videos, load_sequences, make_windows, video_folds, warn
 from .embed import EmbeddingCache, FrameEncoder, embed_videos, load_encoder, read_frame
 from .heads import TemporalNet, head_config, head_to_dict
 from .model import SequenceModel, load_sequence_model, predict_embeddings
