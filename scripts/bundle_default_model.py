@@ -1,11 +1,14 @@
-"""Copy a run's best checkpoint into the package as the bundled default model (src/emotune/weights/default.*).
+"""Copy a run's best checkpoint into the package as a bundled model (src/emotune/weights/<name>.*): the default face
+model (`--name default`) or the default scene model (`--name scene`).
 
     python scripts/bundle_default_model.py --run runs/default_model [--test-report runs/default_model/test/eval.json]
     python scripts/bundle_default_model.py --run runs/default_model_96 --test-report runs/default_model_96/test/eval.json \
         --recipe configs/default_model.yaml --recipe configs/default_model_96.yaml
+    python scripts/bundle_default_model.py --name scene --run runs/scene_default --recipe configs/scene_default.yaml
 
 The card keeps the run's metrics, adds the test report when one is given (test/ is evaluated once, after training),
-and records `source_size` (FER2013 faces are 48 px) so inference resamples crops like the training data. The files
+and keeps (or, with --source-size, sets) `source_size` (FER2013 faces are 48 px) so inference resamples crops like the
+training data. The files
 are written by emotune's one checkpoint writer (save_checkpoint): the same tensors, with the changed card bound in.
 """
 from __future__ import annotations
@@ -21,16 +24,20 @@ from emotune.models.card import weights_path
 
 DEST = Path(__file__).resolve().parents[1] / "src" / "emotune" / "weights"
 MAX_BYTES = 25 * 1024 * 1024
+LICENCES = {"default": "Apache-2.0 (weights); trained on FER2013, whose images are licensed for research only",
+            "scene": "Apache-2.0 (weights); trained on Twitter I and OASIS, whose images are licensed for research only"}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="training run folder (its best.json/best.safetensors)")
     ap.add_argument("--test-report", help="eval.json from `emotune evaluate` on the test split")
-    ap.add_argument("--source-size", type=int, default=48, help="pixel size of the training faces (FER2013: 48)")
+    ap.add_argument("--name", default="default", choices=sorted(LICENCES), help="which bundled model (default: the face model)")
+    ap.add_argument("--source-size", type=int, help="pixel size of the training faces (default: the card's, which "
+                    "training records; FER2013: 48)")
     ap.add_argument("--recipe", action="append", help="training config(s) that produced the run, in stage order "
                     "(repeat for a multi-stage recipe; default: configs/default_model.yaml)")
-    ap.add_argument("--dest", default=str(DEST), help="folder for default.safetensors + default.json (default: the package's)")
+    ap.add_argument("--dest", default=str(DEST), help="folder for NAME.safetensors + NAME.json (default: the package's)")
     args = ap.parse_args(argv)
     dest = Path(args.dest)
 
@@ -40,8 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     if weights.stat().st_size > MAX_BYTES:
         raise SystemExit(f"{weights}: {weights.stat().st_size / 2**20:.1f} MB is over the 25 MB budget for the bundled model")
     dest.mkdir(parents=True, exist_ok=True)
-    card.source_size = args.source_size
-    card.license = "Apache-2.0 (weights); trained on FER2013, whose images are licensed for research only"
+    if args.source_size is not None:
+        card.source_size = args.source_size
+    card.license = LICENCES[args.name]
     recipes = args.recipe or ["configs/default_model.yaml"]
     card.training = {**card.training, "run": str(Path(args.run)), "checkpoint": card_path.name, "trained": card.created,
                      "recipe": recipes[-1], "recipes": recipes}
@@ -50,8 +58,9 @@ def main(argv: list[str] | None = None) -> None:
         keys = ("data", "tta", "accuracy", "balanced_accuracy", "macro_f1", "n")
         card.metrics = {**card.metrics, "test": {k: report[k] for k in keys if k in report},
                         "test_per_class_f1": {c["label"]: round(c["f1"], 4) for c in report["per_class"]}}
-    save_checkpoint(dest / "default", load_file(str(weights)), card)  # source_size changed: bind the card anew
-    print(f"bundled {weights} -> {dest / 'default.safetensors'} ({(dest / 'default.safetensors').stat().st_size / 2**20:.1f} MB)")
+    out = dest / args.name
+    save_checkpoint(out, load_file(str(weights)), card)  # the card changed: bind it anew
+    print(f"bundled {weights} -> {out}.safetensors ({out.with_suffix('.safetensors').stat().st_size / 2**20:.1f} MB)")
 
 
 if __name__ == "__main__":

@@ -34,9 +34,14 @@ def test_bundle_copies_the_best_checkpoint_with_test_metrics_and_source_size(tmp
     report = {"data": "test/", "tta": False, "accuracy": 0.5, "balanced_accuracy": 0.4, "macro_f1": 0.3, "n": 10,
               "per_class": [{"label": c, "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2} for c in labels]}
     (tmp_path / "eval.json").write_text(json.dumps(report))
-    bundle_main()(["--run", str(run), "--test-report", str(tmp_path / "eval.json"), "--dest", str(tmp_path / "pkg")])
+    assert read_card(run)[0].source_size == 32  # training recorded its faces' size
+    bundle_main()(["--run", str(run), "--test-report", str(tmp_path / "eval.json"), "--dest", str(tmp_path / "pkg"),
+                   "--source-size", "48"])
     model, card = load_checkpoint(tmp_path / "pkg" / "default.json")  # sha256-checked
     assert card.source_size == 48 and card.weights_file == "default.safetensors"
+    bundle_main()(["--run", str(run), "--dest", str(tmp_path / "pkg"), "--name", "scene"])
+    _, scene = load_checkpoint(tmp_path / "pkg" / "scene.json")
+    assert scene.source_size == 32 and "Twitter I" in scene.license and scene.weights_file == "scene.safetensors"
     assert card.metrics["test"]["accuracy"] == 0.5 and set(card.metrics["test_per_class_f1"]) == set(labels)
     assert card.training["recipe"] == "configs/default_model.yaml" and "research" in card.license
     rec = Recognizer(tmp_path / "pkg" / "default.json", detector="none", backend="torch", device="cpu")

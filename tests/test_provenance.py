@@ -185,7 +185,7 @@ def test_the_bundle_script_writes_bound_files_with_the_same_tensors(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     save_checkpoint(tmp_path / "run" / "best", small_model(), small_card())
-    mod.main(["--run", str(tmp_path / "run"), "--dest", str(tmp_path / "pkg")])
+    mod.main(["--run", str(tmp_path / "run"), "--dest", str(tmp_path / "pkg"), "--source-size", "48"])
     _, card = load_checkpoint(tmp_path / "pkg" / "default.json")
     assert card.source_size == 48  # changed by the bundle step, and bound
     src, dst = load_file(str(tmp_path / "run" / "best.safetensors")), load_file(str(tmp_path / "pkg" / "default.safetensors"))
