@@ -305,3 +305,15 @@ def test_predict_with_a_temporal_model_writes_its_columns_from_the_first_row(run
     frames = df[df["frame"].notna()]
     assert len(frames) == 12 and frames[["valence", "arousal"]].notna().all().all()
     assert frames["valence"].between(-1, 1).all()
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "--data", "DATA"], ["export", "-o", "OUT/m.onnx"], ["predict", "IMG"]])
+def test_image_commands_refuse_a_sequence_model_naming_emotune_seq(run, tmp_path, capsys, argv):
+    from PIL import Image
+
+    img = tmp_path / "a.png"
+    Image.new("RGB", (32, 32)).save(img)
+    argv = [a.replace("DATA", str(tmp_path)).replace("OUT", str(tmp_path)).replace("IMG", str(img)) for a in argv]
+    rc = cli.main([*argv, "--model", str(run)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "sequence model" in err[0] and "emotune seq" in err[0]

@@ -109,6 +109,9 @@ def evaluate_dataset(model_path: str | Path, data: str | Path, data_format: str 
     from ..device import pick_device
     from ..models import load_checkpoint
 
+    from ..models.card import read_card, require_image_model
+
+    require_image_model(read_card(model_path)[0], model_path, "evaluate")
     dev = pick_device(device)
     model, card = load_checkpoint(model_path)
     model.to(dev)

@@ -9,6 +9,7 @@ import torch
 from ..errors import EmotuneError
 from ..io import atomic_write, check_writable_file, remove_stale_temps, sha256_file
 from ..models import load_checkpoint, read_card
+from ..models.card import require_image_model
 from .backend import OnnxBackend, TorchBackend, export_onnx
 from .recognizer import default_model_path
 
@@ -112,7 +113,9 @@ def export_and_check(model_spec: str | None, output: str | Path, samples: int = 
     check_writable_file(output.with_suffix(".json"), "--output card")
     _refuse_foreign_card(output)
     remove_stale_temps(output.parent)
-    model, card = load_checkpoint(default_model_path() if model_spec in (None, "", "default") else model_spec)
+    spec = default_model_path() if model_spec in (None, "", "default") else model_spec
+    require_image_model(read_card(spec)[0], spec, "export")
+    model, card = load_checkpoint(spec)
     if quantize == "none":
         path = export_onnx(model, card, output)
         return path, parity(model, path, card.in_chans, card.input_size, samples, len(card.labels) if card.targets else None)

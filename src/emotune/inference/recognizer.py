@@ -33,6 +33,7 @@ from ..errors import BadInputError, CheckpointError, ConfigError, EmotuneError
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
 from ..io import sha256_file
 from ..models import load_checkpoint, read_card
+from ..models.card import require_image_model
 from ..progress import progress
 from .smoothing import resolve_smooth
 from .video import VIDEO_EXTENSIONS, frame_step, iter_timed_frames, open_video
@@ -121,6 +122,7 @@ def load_backend(model: str | Path | None, device: str = "cpu", backend: str = "
         if card.sha256 and sha256_file(path) != card.sha256:
             raise CheckpointError(f"{path}: sha256 does not match its model card {card_path}")
         return card, OnnxBackend(path, threads)
+    require_image_model(read_card(path)[0], path, "evaluate")
     if backend == "onnx" or (backend == "auto" and device == "cpu"):
         card, card_path = read_card(path)
         weights = card_path.parent / card.weights_file

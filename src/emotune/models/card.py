@@ -339,3 +339,12 @@ def upgrade_checkpoint(path: str | Path) -> Path:
     card.sha256 = sha256_file(weights)
     atomic_write_json(card_path, card.to_dict())
     return card_path
+
+
+def require_image_model(card: ModelCard, where: str | Path, command: str) -> ModelCard:
+    """A per-image model, or a one-line refusal naming the command that takes this one: a sequence model (emotune seq)
+    reads windows of frames, not single images."""
+    if card.temporal:
+        raise CheckpointError(f"{where}: a sequence model over windows of frames (emotune seq), not a per-image model; "
+                              f"use `emotune seq {command}`")
+    return card
