@@ -13,7 +13,7 @@ wheel=$(ls "$work"/dist/emotune-*.whl)
 "$PY" - "$wheel" <<'PYEOF'
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-need = ["emotune/weights/default.safetensors", "emotune/weights/default.json", "emotune/assets/face_detection_yunet.onnx", "emotune/cli.py"]
+need = ["emotune/weights/default.safetensors", "emotune/weights/default.json", "emotune/weights/scene.safetensors", "emotune/weights/scene.json", "emotune/serve/static/index.html", "emotune/assets/face_detection_yunet.onnx", "emotune/cli.py"]
 missing = [n for n in need if n not in names]
 if missing:
     sys.exit(f"wheel lacks {missing}")
@@ -26,10 +26,11 @@ pip=("$work/venv/bin/pip" install -q --disable-pip-version-check -c "$CONSTRAINT
 cd "$work"  # outside the source tree: only the installed wheel can be imported
 "$work/venv/bin/python" -c "import emotune, sys; assert '$src' not in emotune.__file__, emotune.__file__; print('imported', emotune.__file__)"
 photo=$("$work/venv/bin/python" -c "import matplotlib.cbook as c; print(c.get_sample_data('grace_hopper.jpg', asfileobj=False))")
-"$work/venv/bin/emotune" predict "$photo" --format csv -o "$work/faces.csv"
+"$work/venv/bin/emotune" predict "$photo" --with-scene --format csv -o "$work/faces.csv"
 "$work/venv/bin/python" - "$work/faces.csv" <<'PYEOF'
 import sys, pandas as pd
 df = pd.read_csv(sys.argv[1])
-assert len(df) >= 1 and df["label"].notna().all(), df
-print(f"wheel check passed: {len(df)} face(s), label {df['label'].iloc[0]}")
+faces, scene = df[df["kind"] == "face"], df[df["kind"] == "scene"]
+assert len(faces) >= 1 and len(scene) == 1 and df["label"].notna().all(), df
+print(f"wheel check passed: {len(faces)} face(s), label {faces['label'].iloc[0]}; scene {scene['label'].iloc[0]}")
 PYEOF

@@ -91,3 +91,22 @@ def test_readme_section_names_every_stage_and_the_tta_setting(tmp_path, monkeypa
     assert "`emotune train --config configs/a.yaml`, then `emotune train --config configs/b.yaml`" in text
     assert "--model runs/stage2 --data ../shared/data/fer2013/test --tta --out runs/stage2/test" in text
     assert "with flip TTA" in text
+
+
+def test_the_bundled_scene_model_reads_a_whole_photo(tmp_path, monkeypatch):
+    """The package carries a scene model: sentiment2 classes plus valence/arousal on [-1, 1], a scene card (centre crop,
+    no face detection), bound to its weights, under 25 MB; `--scene` on a photo gives one whole-image row."""
+    monkeypatch.setenv("EMOTUNE_CACHE", str(tmp_path / "cache"))
+    from emotune.inference.recognizer import Recognizer, default_scene_model_path
+
+    path = default_scene_model_path()
+    _, card = load_checkpoint(path)
+    assert card.input_kind == "scene" and card.labels == ["positive", "negative"]
+    assert card.target_names == ["valence", "arousal"] and card.resize_mode == "center_crop"
+    assert path.with_suffix(".safetensors").stat().st_size < 25 * 2**20
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    rec = Recognizer(path, scene=True, backend="torch", device="cpu")
+    row = rec.predict_scene(photo)
+    assert abs(sum(row.probs.values()) - 1) < 1e-5 and set(row.targets) == {"valence", "arousal"}
+    assert all(-1 <= v <= 1 for v in row.targets.values())
