@@ -13,7 +13,6 @@ import copy
 import csv
 import io
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 import yaml
 
 from ..errors import CheckpointError, ConfigError
-from ..io import atomic_write, atomic_write_json, atomic_write_text, check_writable_dir
+from ..io import atomic_write, atomic_write_json, atomic_write_text
 from ..progress import progress
 from .config import SynthConfig, arch_changes
 from .data import TRAIN_IMAGES, Faces, load_faces, train_images_csv
@@ -115,18 +114,11 @@ def train_generator(cfg: SynthConfig) -> SynthResult:
     """Train a class-conditional generator on `cfg.data` into `cfg.out` (see the module docstring)."""
     from ..device import pick_device
     from ..models.card import save_checkpoint
-    from ..train.state import load_state, rng_state, save_state, set_rng_state
+    from ..train.state import load_state, open_run, rng_state, save_state, set_rng_state
 
     cfg.validate()
-    run = check_writable_dir(cfg.out, "--out")
+    run, cfg.resume = open_run(cfg.out, STATE, cfg.resume, "generator run")
     state_path = run / STATE
-    if cfg.resume and not state_path.is_file():
-        if not run.is_dir():
-            raise ConfigError(f"{run}: nothing to resume (no such run folder); run without --resume")
-        print(f"{run}: no completed epoch to resume from; starting from epoch 1", file=sys.stderr)
-        cfg.resume = False
-    if not cfg.resume and state_path.is_file():
-        raise ConfigError(f"{run} already holds a generator run; pass --resume to continue it or choose another --out")
     if cfg.resume:
         check_resume(cfg, run)
     if cfg.threads:

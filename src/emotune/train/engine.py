@@ -43,11 +43,11 @@ from ..errors import ConfigError
 from ..evaluate import Metrics, compute_metrics, plot_confusion
 from ..data.splits import sklearn_notes
 from .. import kinds
-from ..io import atomic_write, atomic_write_json, atomic_write_text, check_writable_dir
+from ..io import atomic_write, atomic_write_json, atomic_write_text
 from ..models import ModelCard, create_model, get_model_config, normalisation, save_checkpoint
 from ..taxonomy import resolve_labels
 from .config import FIXED_ON_RESUME, TrainConfig, check_model_choice, config_changes, describe_changes, saved_run_config
-from .state import load_state, rng_state, save_state, set_rng_state
+from .state import load_state, open_run, rng_state, save_state, set_rng_state
 from .tasks import Task, select_task
 
 LOG_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy",
@@ -458,15 +458,8 @@ def train(cfg: TrainConfig, report_skipped: bool = True) -> TrainResult:
 
     `report_skipped`: name the skipped bad images on stderr (cross-validation names them once itself)."""
     cfg.validate()
-    run = check_writable_dir(cfg.out, "--out")
+    run, cfg.resume = open_run(cfg.out, "train_state.safetensors", cfg.resume)
     state_path = run / "train_state.safetensors"
-    if cfg.resume and not state_path.is_file():
-        if not run.is_dir():
-            raise ConfigError(f"{run}: nothing to resume (no such run folder); run without --resume")
-        print(f"{run}: no completed epoch to resume from; starting from epoch 1", file=sys.stderr)
-        cfg.resume = False
-    if not cfg.resume and state_path.is_file():
-        raise ConfigError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
     check_model_choice(cfg.backbone, cfg.pretrained)  # before anything is written
     changes = resume_changes(cfg, run) if cfg.resume else {}
     dist = setup_distributed(cfg.device)

@@ -87,3 +87,23 @@ def load_state(path: str | Path) -> dict[str, Any]:
     except Exception as exc:
         raise CheckpointError(f"{path}: unreadable training state ({type(exc).__name__}: {exc})") from None
     return {name: unflatten(value, tensors) for name, value in skeleton.items()}
+
+
+def open_run(out: str | Path, state_name: str, resume: bool, what: str = "run") -> tuple[Path, bool]:
+    """The run folder (checked writable before any work) and whether this run resumes: `--resume` without a completed
+    epoch starts afresh, saying so; a folder holding a run's state without `--resume` is refused, never overwritten."""
+    import sys
+
+    from ..errors import ConfigError
+    from ..io import check_writable_dir
+
+    run = check_writable_dir(out, "--out")
+    state = run / state_name
+    if resume and not state.is_file():
+        if not run.is_dir():
+            raise ConfigError(f"{run}: nothing to resume (no such run folder); run without --resume")
+        print(f"{run}: no completed epoch to resume from; starting from epoch 1", file=sys.stderr)
+        resume = False
+    if not resume and state.is_file():
+        raise ConfigError(f"{run} already holds a {what}; pass --resume to continue it or choose another --out")
+    return run, resume
