@@ -116,6 +116,23 @@ def test_empty_folder_of_a_dropped_class_is_allowed(faces):
         load_samples(faces, drop_labels=["fear"])
 
 
+def test_drop_labels_match_any_spelling_of_a_label(faces, tmp_path):
+    """`--drop-labels Fear,anger` means the canonical fear and angry: it excuses an empty `fear/` folder and removes
+    angry samples, whatever the spelling (it used to match only the exact folder name)."""
+    from emotune.data.dataset import filter_labels
+
+    data = tmp_path / "d"
+    shutil.copytree(faces, data)
+    (data / "fear").mkdir()
+    (data / "angry").mkdir()
+    first = sorted((data / "happy").iterdir())[0]
+    shutil.copy(first, data / "angry" / first.name)
+    samples = load_samples(data, drop_labels=["Fear"])
+    assert "angry" in {s.label for s in samples}
+    kept = filter_labels(samples, ["happy", "neutral", "sad"], drop=["Fear", "anger"])
+    assert len(kept) == len(samples) - 1 and {s.label for s in kept} == {"happy", "neutral", "sad"}
+
+
 def test_detect_format_errors(tmp_path):
     with pytest.raises(BadInputError, match="not found"):
         detect_format(tmp_path / "missing")

@@ -56,6 +56,18 @@ def canonical_label(name: str, where: str = "label") -> str:
     raise LabelError(where, f"unknown emotion label {name!r}; known: {', '.join(CANONICAL_ORDER)} (and usual synonyms)")
 
 
+def canonical_labels(names: Iterable[str]) -> set[str]:
+    """Names as given by a user (`--drop-labels Fear,anger`), canonical where they are known emotions: a filter then
+    matches the data's canonical labels whatever the spelling. Unknown names are kept as they are."""
+    out = set()
+    for n in names:
+        try:
+            out.add(canonical_label(n))
+        except LabelError:
+            out.add(str(n))
+    return out
+
+
 def resolve_labels(spec: str | Sequence[str], present: Iterable[str] = ()) -> tuple[str, ...]:
     """Label order for a model: a taxonomy name, an explicit list, or `auto` (those present, canonical order)."""
     if isinstance(spec, str):

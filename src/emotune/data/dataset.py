@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from ..progress import progress
 
 from ..errors import BadInputError, LabelError
+from ..taxonomy import canonical_labels
 from .images import image_from_array, read_image
 from .sources import Sample
 
@@ -41,7 +42,7 @@ class PreparedData:
 def filter_labels(samples: Sequence[Sample], labels: Sequence[str], drop: Sequence[str] = (), where: str = "data") -> list[Sample]:
     """Keep samples whose label the model has; labels in `drop` are removed, any other stranger is an error.
     Samples without a label ("": valence/arousal-only rows) pass; the task decides what they are good for."""
-    allowed, dropped = set(labels), set(drop)
+    allowed, dropped = set(labels), canonical_labels(drop)
     out, strangers = [], {}
     for s in samples:
         if not s.label:

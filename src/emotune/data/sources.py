@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError, LabelError
-from ..taxonomy import FER2013_CODES, FERPLUS_COLUMNS, canonical_label
+from ..taxonomy import FER2013_CODES, FERPLUS_COLUMNS, canonical_label, canonical_labels
 from .targets import TargetSpec, parse_targets, read_value
 
 def _image_extensions() -> frozenset[str]:
@@ -90,11 +90,12 @@ def load_folder(root: str | Path, subject_pattern: str | None = SUBJECT_PATTERN,
     if not class_dirs:
         raise BadInputError(root, "no class sub-folders (expected root/<label>/*.jpg)")
     samples: list[Sample] = []
+    excused = canonical_labels(drop_labels)
     for d in class_dirs:
         label = canonical_label(d.name, where=str(d))
         files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files and label not in drop_labels:
-            raise BadInputError(d, f"class folder '{d.name}' holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+        if not files and label not in excused:
+            raise BadInputError(d, f"class folder '{d.name}' holds no images (no jpg, png, webp, bmp, tiff or other image file); "
                                    "add its images or remove the folder")
         for p in files:
             subj = subject_from_name(p.name, subject_pattern) if subject_pattern else None
