@@ -305,6 +305,19 @@ def weights_path(card: ModelCard, card_path: Path) -> Path:
     return card_path.parent / (card.weights_file or card_path.with_suffix(".safetensors").name)
 
 
+def verified_weights(card: ModelCard, card_path: Path, strict: bool = True) -> Path:
+    """The weights file a card names, present and matching the card's sha256 (one check for every loader). `strict`
+    also refuses a card without a sha256; otherwise a missing sha256 is taken as nothing to check."""
+    weights = weights_path(card, card_path)
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: weights file named by {card_path} not found")
+    if strict and not card.sha256:
+        raise CheckpointError(f"{card_path}: model card has no sha256 of its weights; refusing unverified weights")
+    if card.sha256 and sha256_file(weights) != card.sha256:
+        raise CheckpointError(f"{weights}: sha256 does not match its model card {card_path} (corrupt or replaced)")
+    return weights
+
+
 def read_card(path: str | Path, verify: bool = True) -> tuple[ModelCard, Path]:
     """The card of a checkpoint, and its path. With `verify`, its bound fields are checked against its weights file
     when that exists (a missing file is the loader's error to report)."""

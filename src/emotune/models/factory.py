@@ -18,8 +18,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from ..io import sha256_file
-from .card import ModelCard, read_card
+from .card import ModelCard, read_card, verified_weights, weights_path
 from .ensemble import EnsembleNet, is_ensemble
 from .heads import get_head
 from .registry import get_model_config, hub_tag, is_local_file
@@ -136,13 +135,9 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> tuple[nn.Module, M
     """Rebuild the model a card describes and load its weights strictly: the weights' sha256 and the card fields
     bound into them (card.py) are checked unless `verify` is False."""
     card, card_path = read_card(path, verify=verify)
-    weights = card_path.parent / (card.weights_file or card_path.with_suffix(".safetensors").name)
+    weights = verified_weights(card, card_path) if verify else weights_path(card, card_path)
     if not weights.is_file():
         raise CheckpointError(f"{weights}: weights file named by {card_path} not found")
-    if verify and not card.sha256:
-        raise CheckpointError(f"{card_path}: model card has no sha256 of its weights; refusing unverified weights")
-    if verify and sha256_file(weights) != card.sha256:
-        raise CheckpointError(f"{weights}: sha256 does not match its model card {card_path} (corrupt or replaced)")
     model = build_from_card(card)
     try:
         state = load_file(str(weights))

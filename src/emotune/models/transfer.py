@@ -12,8 +12,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import CheckpointError
-from ..io import sha256_file
-from .card import read_card, weights_path
+from .card import read_card, verified_weights
 from .ensemble import is_ensemble
 from .registry import classifier_prefix, get_model_config
 
@@ -56,11 +55,7 @@ def init_from_checkpoint(model: nn.Module, spec: str | Path, labels: list[str]) 
     card, card_path = read_card(spec)
     if is_ensemble(card):
         raise CheckpointError(f"{card_path}: an ensemble cannot seed fine-tuning; start from one of its members instead")
-    weights = weights_path(card, card_path)
-    if not weights.is_file():
-        raise CheckpointError(f"{weights}: weights named by {card_path} not found")
-    if card.sha256 and sha256_file(weights) != card.sha256:
-        raise CheckpointError(f"{weights}: sha256 does not match its model card {card_path}")
+    weights = verified_weights(card, card_path, strict=False)
     src = load_file(str(weights))
     head = classifier_prefix(model)
     dst = model.state_dict()

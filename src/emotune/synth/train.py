@@ -226,8 +226,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"):
     classifier, a tampered card or weights that do not fit."""
     from safetensors.torch import load_file
 
-    from ..io import sha256_file
-    from ..models.card import read_card, weights_path
+    from ..models.card import read_card, verified_weights
 
     card, card_path = read_card(path)
     if card.kind != "generator":
@@ -235,11 +234,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"):
     spec = GanSpec.from_head(card.head, str(card_path))
     if spec.num_classes != len(card.labels):
         raise CheckpointError(f"{card_path}: {len(card.labels)} labels but a generator for {spec.num_classes} classes")
-    weights = weights_path(card, card_path)
-    if not weights.is_file():
-        raise CheckpointError(f"{weights}: weights file named by {card_path} not found")
-    if card.sha256 and sha256_file(weights) != card.sha256:
-        raise CheckpointError(f"{weights}: sha256 does not match its model card {card_path} (corrupt or replaced)")
+    weights = verified_weights(card, card_path, strict=False)
     gen = Generator(spec)
     try:
         gen.load_state_dict(load_file(str(weights)), strict=True)
