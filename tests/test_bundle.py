@@ -11,7 +11,9 @@ import pytest
 from emotune.data.synthetic import make_synthetic_dataset
 from emotune.inference import Recognizer
 from emotune.inference.recognizer import default_model_path
+from emotune.errors import CheckpointError
 from emotune.models import load_checkpoint, read_card
+from emotune.models.bundled import bundled_models, bundled_path, resolve_model
 from emotune.train import make_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,3 +112,31 @@ def test_the_bundled_scene_model_reads_a_whole_photo(tmp_path, monkeypatch):
     row = rec.predict_scene(photo)
     assert abs(sum(row.probs.values()) - 1) < 1e-5 and set(row.targets) == {"valence", "arousal"}
     assert all(-1 <= v <= 1 for v in row.targets.values())
+
+
+@pytest.mark.parametrize("name", bundled_models())
+def test_every_bundled_model_resolves_by_name_and_loads_bound_to_its_weights(name):
+    path = resolve_model(name)
+    assert path == bundled_path(name) and path.is_file()
+    _, card = load_checkpoint(path)  # sha256 and bound fields checked
+    assert card.weights_file == f"{name}.safetensors"
+
+
+def test_model_specs_resolve_to_the_default_a_bundled_name_or_the_path_given(tmp_path, monkeypatch):
+    assert resolve_model(None) == resolve_model("") == resolve_model("default") == default_model_path()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match="not a bundled model"):
+        resolve_model("no_such_model")
+    assert resolve_model("runs/x") == Path("runs/x")  # a path is left for the loader to check and name
+    if "scene" in bundled_models():
+        (tmp_path / "scene").mkdir()  # an existing folder wins over the bundled name it shadows
+        assert resolve_model("scene") == Path("scene")
+
+
+def test_emotune_models_lists_every_bundled_model(capsys):
+    from emotune import cli
+
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    listed = {line.split()[0] for line in out.split("Bundled models")[1].splitlines()[2:] if line.strip()}
+    assert listed == set(bundled_models()) and "default" in listed

@@ -64,7 +64,7 @@ COMMANDS: list[CommandSpec] = [
     CommandSpec("seq", "commands.seq", "add_seq_arguments", "run_seq", "sequence models over face video: train, cv, evaluate, export"),
     CommandSpec("synth", "commands.synth", "add_synth_arguments", "run_synth",
                 "generative augmentation: train a class-conditional face GAN, sample synthetic faces, measure them"),
-    CommandSpec("models", "commands.catalog", "add_no_arguments", "run_models", "list the registered backbones"),
+    CommandSpec("models", "commands.catalog", "add_no_arguments", "run_models", "list the registered backbones and the bundled models"),
     CommandSpec("detectors", "commands.catalog", "add_no_arguments", "run_detectors", "list the face detectors"),
     CommandSpec("demo", "commands.demo", "add_demo_arguments", "run_demo",
                 "predict on a bundled photo (or --train: a one-minute fine-tuning run)"),

@@ -1,4 +1,4 @@
-"""`emotune models` and `emotune detectors`: the registered backbones and face detectors, as text tables."""
+"""`emotune models` and `emotune detectors`: the registered backbones, the bundled models and the face detectors."""
 from __future__ import annotations
 
 import argparse
@@ -12,9 +12,20 @@ def run_models(args: argparse.Namespace) -> int:
     from ..models import get_model_config, list_models
     from ..tables import render_table
 
+    from ..models import read_card
+    from ..models.bundled import bundled_models, bundled_path
+
     rows = [[n, c.timm_name, c.hub_name or "-", c.input_size, c.license]
             for n, c in ((n, get_model_config(n)) for n in list_models())]
+    print("Backbones (emotune train --backbone NAME):")
     print(render_table(["name", "timm model", "hub weights", "size", "licence"], rows, fmt="text"))
+    bundled = []
+    for name in bundled_models():
+        card = read_card(bundled_path(name))[0]
+        bundled.append([name, card.input_kind, card.backbone, ", ".join(card.labels + list(card.target_names)),
+                        card.input_size, (card.sha256 or "")[:12]])
+    print("\nBundled models (emotune predict --model NAME):")
+    print(render_table(["name", "input", "backbone", "outputs", "size", "sha256"], bundled, fmt="text"))
     return 0
 
 

@@ -46,9 +46,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                           args.detector, args.detector_model, args.tta, args.device, not args.no_progress,
                                           args.max_samples, args.margin)
     else:
-        from ..inference.recognizer import default_model_path
+        from ..models.bundled import resolve_model
 
-        report = evaluate.evaluate_dataset(args.model or default_model_path(), args.data, args.data_format, args.split,
+        report = evaluate.evaluate_dataset(resolve_model(args.model), args.data, args.data_format, args.split,
                                            args.ferplus_mode, drop, args.drop_unknown_labels, args.batch_size, args.tta,
                                            args.on_bad, args.workers, args.device, not args.no_progress, args.max_samples,
                                            args.target_scale, args.tier)

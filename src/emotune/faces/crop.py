@@ -60,10 +60,10 @@ def settings_from_card(model: str | Path | None = None, size: int = 0, detector:
                        detector_model: str | None = None, margin: float = 1.0, align: bool = True, min_score: float = 0.6,
                        det_max_side: int = 640) -> CropSettings:
     """The crop settings `emotune predict --model MODEL` would use (Recognizer's defaults), from the model card."""
-    from ..inference.recognizer import default_model_path
     from ..models import read_card
+    from ..models.bundled import resolve_model
 
-    spec = default_model_path() if model in (None, "", "default") else Path(model)
+    spec = resolve_model(model)
     card_path = spec.with_suffix(".json") if spec.suffix in (".onnx", ".safetensors") else spec
     card, _ = read_card(card_path)
     size = int(size or card.source_size or card.input_size)

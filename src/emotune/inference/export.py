@@ -11,7 +11,7 @@ from ..io import atomic_write, check_writable_file, remove_stale_temps, sha256_f
 from ..models import load_checkpoint, read_card
 from ..models.card import require_image_model
 from .backend import OnnxBackend, TorchBackend, export_onnx
-from .recognizer import default_model_path
+from ..models.bundled import resolve_model
 
 
 def parity(model: torch.nn.Module, onnx_path: str | Path, in_chans: int, size: int, samples: int = 16, seed: int = 0,
@@ -113,7 +113,7 @@ def export_and_check(model_spec: str | None, output: str | Path, samples: int = 
     check_writable_file(output.with_suffix(".json"), "--output card")
     _refuse_foreign_card(output)
     remove_stale_temps(output.parent)
-    spec = default_model_path() if model_spec in (None, "", "default") else model_spec
+    spec = resolve_model(model_spec)
     require_image_model(read_card(spec)[0], spec, "export")
     model, card = load_checkpoint(spec)
     if quantize == "none":

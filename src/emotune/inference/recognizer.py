@@ -20,7 +20,6 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from ..errors import BadInputError, CheckpointError, ConfigError, EmotuneError
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
 from ..io import sha256_file
 from ..models import load_checkpoint, read_card
+from ..models.bundled import DEFAULT, SCENE, bundled_path, resolve_model
 from ..models.card import require_image_model
 from ..progress import progress
 from .smoothing import resolve_smooth
@@ -45,12 +45,12 @@ BASE_COLUMNS = ["file", "frame", "time", "track", "x", "y", "w", "h", "score"]
 
 def default_model_path() -> Path:
     """The model card of the default model that ships inside the package."""
-    return Path(str(resources.files("emotune") / "weights" / "default.json"))
+    return bundled_path(DEFAULT)
 
 
 def default_scene_model_path() -> Path:
     """The model card of the bundled scene model (whole-image sentiment and valence/arousal), when this build has one."""
-    return Path(str(resources.files("emotune") / "weights" / "scene.json"))
+    return bundled_path(SCENE)
 
 
 NO_SCENE_MODEL = "this emotune build has no bundled scene model (emotune/weights/scene.json)"
@@ -112,9 +112,7 @@ def load_backend(model: str | Path | None, device: str = "cpu", backend: str = "
 
     if backend not in ("auto", "torch", "onnx"):
         raise ConfigError(f"unknown backend {backend!r}: choose auto, torch or onnx")
-    path = default_model_path() if model in (None, "", "default") else Path(model)
-    if model in (None, "", "default") and not path.is_file():
-        raise CheckpointError("this emotune build has no bundled default model; pass --model RUN_DIR")
+    path = resolve_model(model)
     if path.suffix == ".onnx":
         if backend == "torch":
             raise ConfigError(f"{path}: an ONNX model runs with the onnx backend only")
@@ -149,7 +147,7 @@ class SceneReader:
     @classmethod
     def load(cls, spec: str | Path, device: str = "cpu", backend: str = "auto", threads: int = 0) -> SceneReader:
         """`spec`: a scene run folder, card, .safetensors or .onnx; "default" (or "bundled"): the bundled scene model."""
-        if str(spec) in ("default", "bundled"):
+        if str(spec) in (DEFAULT, "bundled"):
             if not default_scene_model_path().is_file():
                 raise CheckpointError(f"--with-scene: {NO_SCENE_MODEL}: pass --scene-model SCENE_RUN (a model trained "
                                       "with --input-kind scene)")

@@ -21,6 +21,7 @@ import numpy as np
 from starlette.requests import Request
 
 from ..errors import BadInputError, EmotuneError
+from ..models.bundled import DEFAULT, is_bundled_name
 from .batcher import MicroBatcher
 from .inputs import FORMATS, HTTPProblem, Upload, parse_request
 
@@ -140,7 +141,8 @@ class Engine:
         self.requests = 0
         card = self.rec.card
         spec = config.model
-        self.model_id = "default" if spec in (None, "", "default") else (Path(spec).stem if Path(spec).suffix else Path(spec).name)
+        self.model_id = (str(spec or DEFAULT) if is_bundled_name(spec) else
+                         Path(spec).stem if Path(spec).suffix else Path(spec).name)
         self.model_info = {"id": self.model_id, "version": (card.sha256 or "unknown")[:12], "backbone": card.backbone,
                            "labels": self.labels, "input_size": card.input_size, "channels": card.channels,
                            "backend": self.rec.backend.name, "license": card.license,

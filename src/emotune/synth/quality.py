@@ -34,10 +34,10 @@ class FeatureNet:
 
     def __init__(self, model: str | Path | None = None):
         from ..data.transforms import Preprocess
-        from ..inference.recognizer import default_model_path
         from ..models import load_checkpoint
+        from ..models.bundled import resolve_model
 
-        self.model, self.card = load_checkpoint(model or default_model_path())
+        self.model, self.card = load_checkpoint(resolve_model(model))
         self.prep = Preprocess.from_card(self.card)
 
     @torch.no_grad()

@@ -68,10 +68,10 @@ def load_encoder(source: str = "default", weights: str | None = None) -> FrameEn
     from ..models import create_model, get_model_config, load_checkpoint, normalisation
     from ..models.transfer import is_emotune_checkpoint
 
-    if source in ("default", "") or is_emotune_checkpoint(source):
-        from ..inference.recognizer import default_model_path
+    from ..models.bundled import is_bundled_name, resolve_model
 
-        path = default_model_path() if source in ("default", "") else Path(source)
+    if is_bundled_name(source) or is_emotune_checkpoint(source):
+        path = resolve_model(source, "--encoder")
         model, card = load_checkpoint(path)
         if (card.head or {}).get("type", "linear") != "linear":
             raise ConfigError(f"--encoder {source}: a {card.head.get('type')} head; the encoder needs a linear-head model")

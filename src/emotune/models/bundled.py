@@ -1,0 +1,54 @@
+"""Models that ship inside the package (`emotune/weights/NAME.json` + `NAME.safetensors`), selectable by name.
+
+Every `--model` goes through `resolve_model`, so a bundled name (`default`, `scene`, `fer2013`, ...) works wherever a
+run folder, card, .safetensors or .onnx file does. An existing path wins over a bundled name of the same spelling,
+except `default`, which always means the bundled face model.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from ..errors import CheckpointError
+
+DEFAULT = "default"  # the face model predict uses without --model
+SCENE = "scene"  # the whole-image model --scene / --with-scene use
+
+
+def bundled_dir() -> Path:
+    """The package folder that holds the bundled cards and weights."""
+    return Path(str(resources.files("emotune") / "weights"))
+
+
+def bundled_path(name: str) -> Path:
+    """The card path of bundled model `name` (it may be absent in a slim build)."""
+    return bundled_dir() / f"{name}.json"
+
+
+def bundled_models() -> list[str]:
+    """Names of the bundled models this build has: every card in the weights folder, `default` first."""
+    names = sorted(p.stem for p in bundled_dir().glob("*.json") if p.with_suffix(".safetensors").is_file())
+    return sorted(names, key=lambda n: (n != DEFAULT, n))
+
+
+def is_bundled_name(spec: object) -> bool:
+    """True when `spec` names a bundled model rather than a file or folder."""
+    if spec in (None, "", DEFAULT):
+        return True
+    s = str(spec)
+    return "/" not in s and "\\" not in s and not Path(s).exists() and s in bundled_models()
+
+
+def resolve_model(spec: str | Path | None, what: str = "--model") -> Path:
+    """A model spec -> a path: None/'' /'default' and bundled names -> the packaged card; anything else as given."""
+    if spec in (None, ""):
+        spec = DEFAULT
+    if is_bundled_name(spec):
+        path = bundled_path(str(spec))
+        if not path.is_file():
+            raise CheckpointError(f"{what} {spec}: this emotune build has no bundled {spec!s} model; pass a run folder")
+        return path
+    if "/" not in str(spec) and not Path(str(spec)).suffix and not Path(str(spec)).exists():
+        names = ", ".join(bundled_models()) or "none"
+        raise CheckpointError(f"{what} {spec}: no such file or folder, and not a bundled model ({names})")
+    return Path(str(spec))
