@@ -210,6 +210,25 @@ def test_face_augmentation_defaults():
     assert torch.allclose(flipped, torch.flip(ev, dims=[2]), atol=1e-5)
 
 
+@pytest.mark.parametrize("op", ["translate", "perspective", "blur", "jpeg"])
+def test_lab_to_wild_augmentations_are_off_by_default_and_change_the_face_when_on(op):
+    """Each photo-gap augmentation is absent from the default pipeline (old recipes unchanged) and, alone and always
+    on, changes a face while keeping its shape, grey levels and dtype."""
+    img = Image.fromarray((np.add.outer(np.arange(48), np.arange(48)) * 2 % 255).astype(np.uint8)).convert("RGB")
+    mean, std = (0.5,) * 3, (0.25,) * 3
+    off = dict(crop_scale=(1.0, 1.0), hflip=0.0, rotation=0, brightness=0, contrast=0, saturation=0, erasing=0)
+    assert getattr(AugmentConfig(), op) == 0
+    base = train_transform(32, mean, std, AugmentConfig(**off))
+    value = {"translate": 0.2, "perspective": 0.6, "blur": 1.0, "jpeg": 1.0}[op]
+    names = [type(t).__name__ for t in train_transform(32, mean, std, AugmentConfig(**off, **{op: value})).transforms]
+    assert len(names) == len(base.transforms) + 1
+    torch.manual_seed(1)
+    outs = [train_transform(32, mean, std, AugmentConfig(**off, **{op: value}))(img) for _ in range(6)]
+    ref = base(img)
+    assert all(o.shape == ref.shape and o.dtype == torch.float32 for o in outs)
+    assert any(not torch.allclose(o, ref, atol=1e-3) for o in outs)
+
+
 def test_trains_on_ferplus_soft_targets(tmp_path):
     """FER+ probability mode: each image's target is its vote distribution, and training uses it."""
     faces = make_synthetic_dataset(tmp_path / "src", per_class=12, size=40, labels=("happy", "sad", "neutral"), seed=2)

@@ -20,6 +20,11 @@ class AugmentConfig:
     contrast: float = 0.3
     saturation: float = 0.2
     erasing: float = 0.25
+    # aimed at the gap between lab crops and users' photos; 0 = off, so older recipes stay as they were
+    translate: float = 0.0  # crop jitter around the aligned face: max shift as a fraction of the side
+    perspective: float = 0.0  # head pose: RandomPerspective distortion scale (applied to half the images)
+    blur: float = 0.0  # probability of a Gaussian blur (sigma 0.1-1.5 px: focus, motion, small faces)
+    jpeg: float = 0.0  # probability of JPEG re-compression at quality 30-90 (web photos)
 
 
 @dataclass(frozen=True)
@@ -160,8 +165,16 @@ def train_transform(size: int, mean: Sequence[float], std: Sequence[float], aug:
         ops.append(v2.RandomHorizontalFlip(aug.hflip))
     if aug.rotation > 0:
         ops.append(v2.RandomApply([v2.RandomRotation(aug.rotation)], p=0.5))
+    if aug.translate > 0:
+        ops.append(v2.RandomAffine(degrees=0.0, translate=(aug.translate, aug.translate)))
+    if aug.perspective > 0:
+        ops.append(v2.RandomPerspective(distortion_scale=aug.perspective, p=0.5))
     if aug.brightness or aug.contrast or aug.saturation:
         ops.append(v2.ColorJitter(brightness=aug.brightness, contrast=aug.contrast, saturation=aug.saturation))
+    if aug.blur > 0:
+        ops.append(v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=aug.blur))
+    if aug.jpeg > 0:  # on uint8, before scaling
+        ops.append(v2.RandomApply([v2.JPEG((30, 90))], p=aug.jpeg))
     ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     if aug.erasing > 0:
         ops.append(v2.RandomErasing(p=aug.erasing, scale=(0.02, 0.15)))

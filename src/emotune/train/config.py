@@ -101,6 +101,10 @@ class TrainConfig:
     brightness: float = opt(0.3, "colour jitter: brightness")
     contrast: float = opt(0.3, "colour jitter: contrast")
     erasing: float = opt(0.25, "random erasing probability")
+    translate: float = opt(0.0, "crop jitter: max shift of the aligned face, fraction of the side (0 = off)")
+    perspective: float = opt(0.0, "pose: random perspective distortion scale, half the images (0 = off)")
+    blur: float = opt(0.0, "probability of a Gaussian blur, sigma 0.1-1.5 px (0 = off)")
+    jpeg: float = opt(0.0, "probability of JPEG re-compression at quality 30-90 (0 = off)")
     # system
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     amp: bool = opt(True, "bfloat16 autocast on GPU (ignored on CPU)")

@@ -196,7 +196,8 @@ def build_data(cfg: TrainConfig, size: int, mean, std) -> DataBundle:
     soft = any(s.soft for s in tr_prep.samples)
     aug = AugmentConfig(crop_scale=(cfg.crop_scale, 1.0), hflip=cfg.hflip, rotation=cfg.rotation,
                         brightness=cfg.brightness, contrast=cfg.contrast, saturation=0.2 if cfg.channels == "rgb" else 0.0,
-                        erasing=cfg.erasing)
+                        erasing=cfg.erasing, translate=cfg.translate, perspective=cfg.perspective, blur=cfg.blur,
+                        jpeg=cfg.jpeg)
     if soft and targets:
         raise ConfigError("soft (FER+ vote) labels cannot be combined with continuous targets; use --ferplus-mode majority")
     tr_tf = scene_train_transform(size, mean, std, cfg.hflip) if cfg.input_kind == "scene" else train_transform(size, mean, std, aug)
