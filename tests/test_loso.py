@@ -10,7 +10,8 @@ import pytest
 
 from emotune.data.synthetic import draw_face, make_synthetic_dataset
 from emotune.errors import BadInputError, ConfigError, LabelError
-from emotune.protocols.loso import cluster_bootstrap, markdown, parse_config, plan_folds, run_loso, scores
+from emotune.protocols.loso import (cluster_bootstrap, markdown, paired_difference, parse_config, plan_folds, run_loso,
+                                    scores)
 
 LABELS = "happy,neutral,sad,surprise"
 
@@ -72,6 +73,10 @@ def test_loso_end_to_end_on_tiny_sources(sources, tmp_path, monkeypatch):
     assert tw_row["n"] == 24 and tw_row["clusters"] == 3 and tw_row["grouped_by"] == "subject"
     assert rows[("wild", "recipe")]["grouped_by"] == "image" and rows[("wild", "recipe")]["clusters"] == 16
     assert rows[("lab", "recipe")]["classes"] == ["happy", "sad", "surprise"]  # metrics over the classes present
+    # per-photo predictions, so two recipes scored on the same photos can be paired (benchmarks/loso_levers.py)
+    assert len(tw_row["photos"]) == 24 and {p["group"] for p in tw_row["photos"]} == set(tw_groups := {p["group"] for p in tw_row["photos"]})
+    assert len(tw_groups) == 3 and np.mean([p["true"] == p["pred"] for p in tw_row["photos"]]) == pytest.approx(tw_row["accuracy"])
+    assert paired_difference(rows[("lab", "recipe")], rows[("lab", "wild only")], 50)["n"] == rows[("lab", "recipe")]["n"]
     for r in res["rows"]:
         for m in ("accuracy", "balanced_accuracy", "macro_f1"):
             lo, hi = r["ci95"][m]
@@ -130,3 +135,22 @@ def test_loso_refuses_bad_sources_before_training(sources, tmp_path):
         bad = config(lab, tw, wild, wild_val)
         bad["sources"][0]["test"]["group"] = "performer"
         parse_config(bad)
+
+
+def _row(preds: list[str], truth: list[str], groups: list[str]) -> dict:
+    return {"left_out": "ckplus", "photos": [{"id": f"p{i}", "group": g, "true": t, "pred": p}
+                                             for i, (p, t, g) in enumerate(zip(preds, truth, groups))]}
+
+
+def test_paired_difference_resamples_subjects_on_the_same_photos():
+    truth = ["happy", "sad"] * 20
+    groups = [f"S{i // 4}" for i in range(40)]  # 10 subjects of 4 photos
+    base = _row(["happy"] * 40, truth, groups)  # right on half
+    same = paired_difference(base, base, 200)
+    assert same["accuracy"]["diff"] == 0 and same["accuracy"]["ci95"] == [0.0, 0.0] and same["clusters"] == 10
+    better = _row(truth[:36] + ["happy"] * 4, truth, groups)  # right everywhere but the last subject's sad photos
+    d = paired_difference(base, better, 500)
+    assert d["accuracy"]["base"] == 0.5 and d["accuracy"]["other"] == pytest.approx(38 / 40)
+    assert d["accuracy"]["diff"] == pytest.approx(0.45) and 0 < d["accuracy"]["ci95"][0] <= 0.45 <= d["accuracy"]["ci95"][1]
+    with pytest.raises(ConfigError, match="same photos"):
+        paired_difference(base, _row(["happy"] * 39, truth[:39], groups[:39]))

@@ -218,7 +218,7 @@ def score_end_to_end(model: str | Path, samples: Sequence, test: TestSpec, detec
 
     rec = Recognizer(model, detector=detector, device=device)
     labels = list(rec.labels)
-    y, pred, groups, unreadable = [], [], [], []
+    y, pred, groups, ids, unreadable = [], [], [], [], []
     for i, s in enumerate(progress(samples, show, desc="scoring", unit="img")):
         try:
             rgb = np.asarray(read_image(s.path, "rgb")) if s.pixels is None else np.asarray(read_image_array(s.pixels))
@@ -230,6 +230,7 @@ def score_end_to_end(model: str | Path, samples: Sequence, test: TestSpec, detec
         y.append(labels.index(s.label))
         pred.append(labels.index(best.label) if best else len(labels))
         groups.append(s.subject if test.group == "subject" else f"#{i}")
+        ids.append(str(s.path) if s.path else f"#{i}")
     if not y:
         raise BadInputError(test.data, f"none of its {len(samples)} photos could be read")
     y_a, p_a = np.array(y), np.array(pred)
@@ -238,9 +239,45 @@ def score_end_to_end(model: str | Path, samples: Sequence, test: TestSpec, detec
     ci = cluster_bootstrap(y_a, p_a, groups, classes, bootstrap_n, seed)
     recall = {labels[c]: float(np.mean(p_a[y_a == c] == c)) for c in classes}
     predicted = {(labels + [NO_FACE])[j]: int(np.sum(p_a == j)) for j in range(len(labels) + 1) if np.any(p_a == j)}
+    names = labels + [NO_FACE]
+    photos = [{"id": i, "group": g, "true": labels[t], "pred": names[p]} for i, g, t, p in zip(ids, groups, y, pred)]
     return {"n": len(y), "clusters": len(set(groups)), "grouped_by": test.group or "image", "no_face": int(np.sum(p_a == len(labels))),
             "unreadable": unreadable, **point, "ci95": ci, "recall": recall, "predicted": predicted,
-            "classes": [labels[c] for c in classes]}
+            "classes": [labels[c] for c in classes], "photos": photos}
+
+
+def paired_difference(base: dict[str, Any], other: dict[str, Any], n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Two LOSO rows scored on the same photos (same left-out source and sample): each metric of `other` minus `base`,
+    with a 95% percentile interval from resampling whole clusters (subjects) and the same rows on both sides."""
+    from scipy.stats import bootstrap
+
+    a = {p["id"]: p for p in base.get("photos") or []}
+    b = {p["id"]: p for p in other.get("photos") or []}
+    common = [i for i in a if i in b]
+    if not common or len(common) != len(a) or len(common) != len(b):
+        raise ConfigError(f"left-out {base.get('left_out')}: the two rows were not scored on the same photos "
+                          f"({len(a)} vs {len(b)}, {len(common)} shared); rerun both with per-photo predictions")
+    names = sorted({a[i]["true"] for i in common} | {a[i]["pred"] for i in common} | {b[i]["pred"] for i in common})
+    y = np.array([names.index(a[i]["true"]) for i in common])
+    pa = np.array([names.index(a[i]["pred"]) for i in common])
+    pb = np.array([names.index(b[i]["pred"]) for i in common])
+    classes = sorted(set(y.tolist()))
+    gnames, gidx = np.unique(np.array([a[i]["group"] for i in common]), return_inverse=True)
+    members = [np.flatnonzero(gidx == k) for k in range(len(gnames))]
+    out: dict[str, Any] = {"n": len(common), "clusters": len(gnames)}
+    for m in METRICS:
+        point = scores(y, pb, classes)[m] - scores(y, pa, classes)[m]
+        def stat(g: np.ndarray, m: str = m) -> float:
+            rows = np.concatenate([members[int(k)] for k in g])
+            return scores(y[rows], pb[rows], classes)[m] - scores(y[rows], pa[rows], classes)[m]
+
+        ci = None
+        if len(gnames) >= 2 and n_resamples > 0:
+            res = bootstrap((np.arange(len(gnames)),), stat, n_resamples=n_resamples, vectorized=False, method="percentile",
+                            random_state=np.random.default_rng(seed))
+            ci = [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+        out[m] = {"base": scores(y, pa, classes)[m], "other": scores(y, pb, classes)[m], "diff": float(point), "ci95": ci}
+    return out
 
 
 def read_image_array(pixels: np.ndarray):
