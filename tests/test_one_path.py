@@ -73,6 +73,22 @@ def test_evaluate_and_classify_give_the_same_probabilities(crop_folder, tmp_path
     assert [LABELS[i] for i in got.argmax(1)] == list(preds["pred"])
 
 
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_evaluate_scores_an_exported_onnx_like_its_checkpoint(crop_folder, tmp_path, capsys, tta):
+    """`emotune evaluate --model X.onnx` (how an int8 export is judged before it becomes a default) runs the same
+    crops through the same Preprocess as the checkpoint: the fp32 export's probabilities agree with PyTorch's."""
+    root, _ = crop_folder
+    onnx = tmp_path / "m.onnx"
+    assert cli.main(["export", "-o", str(onnx)]) == 0
+    capsys.readouterr()
+    flag = ["--tta"] if tta else []
+    rep_t, p_t = _evaluate(capsys, root, tmp_path / "t", *flag)
+    rep_o, p_o = _evaluate(capsys, root, tmp_path / "o", "--model", str(onnx), *flag)
+    np.testing.assert_allclose(p_o[LABELS].to_numpy(), p_t[LABELS].to_numpy(), atol=1e-4)
+    assert rep_o["accuracy"] == rep_t["accuracy"] and rep_o["n"] == rep_t["n"]
+    assert rep_o["loss"] == pytest.approx(rep_t["loss"], abs=1e-3)
+
 def test_preprocess_resamples_through_source_size():
     """A 130 px crop goes 130 -> 48 (source_size) -> 96 like the training faces; a 48 px one only 48 -> 96; an
     input-size crop goes through 48 too (one rule for every image: Recognizer.crop hands over source-size crops)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,6 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data.transforms import flip_tta
+from ..errors import ConfigError
+from ..models.card import require_image_model
 from ..progress import progress as progress_bar
 from .metrics import compute_metrics
 from .report import EvalReport, prediction_table
@@ -98,6 +101,30 @@ def predict_outputs(model: nn.Module, loader: DataLoader, device: torch.device, 
     return np.concatenate(preds), np.concatenate(ys)
 
 
+class _OnnxModule(nn.Module):
+    """An onnxruntime model behind the nn.Module interface the evaluation loop uses: its probabilities come back as
+    log-probabilities, which softmax and cross-entropy treat exactly as logits."""
+
+    def __init__(self, backend):
+        super().__init__()
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.from_numpy(self.backend(x.detach().cpu().numpy()))
+        return torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
+
+
+def onnx_as_module(path: str | Path) -> tuple[nn.Module, Any]:
+    """(module, card) for an exported classifier .onnx with its card beside it (sha256 checked by load_backend)."""
+    from ..inference.recognizer import load_backend
+
+    card, backend = load_backend(path, "cpu", "onnx")
+    require_image_model(card, path, "evaluate")
+    if card.targets:
+        raise ConfigError(f"{path}: evaluate an .onnx model with continuous targets through its checkpoint instead")
+    return _OnnxModule(backend), card
+
+
 def evaluate_dataset(model_path: str | Path, data: str | Path, data_format: str = "auto", split: str | None = None,
                      ferplus_mode: str = "majority", drop_labels: Sequence[str] = (), drop_unknown_labels: bool = False,
                      batch_size: int = 128, tta: bool = False, on_bad: str = "skip", workers: int = 0,
@@ -108,12 +135,15 @@ def evaluate_dataset(model_path: str | Path, data: str | Path, data_format: str 
     from ..data import EmotionDataset, Preprocess, prepare_samples
     from ..device import pick_device
     from ..models import load_checkpoint
+    from ..models.card import read_card
 
-    from ..models.card import read_card, require_image_model
-
-    require_image_model(read_card(model_path)[0], model_path, "evaluate")
     dev = pick_device(device)
-    model, card = load_checkpoint(model_path)
+    if Path(model_path).suffix == ".onnx":  # an exported (e.g. int8) model, scored on the same crops as its checkpoint
+        model, card = onnx_as_module(model_path)
+        dev = torch.device("cpu")
+    else:
+        require_image_model(read_card(model_path)[0], model_path, "evaluate")
+        model, card = load_checkpoint(model_path)
     model.to(dev)
     samples, dropped = labelled_samples(card.labels, data, data_format, split, ferplus_mode, drop_labels, drop_unknown_labels,
                                         max_samples, card.targets, target_scale, tier)
