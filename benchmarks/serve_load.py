@@ -89,7 +89,8 @@ def start_server(batching: bool, extra: list[str]) -> tuple[subprocess.Popen, st
             time.sleep(0.3)
 
 
-async def _client(port: int, body: bytes, todo: list[int], lat: list[float], errors: list[str]) -> None:
+async def _client(port: int, body: bytes, todo: list[int], lat: list[float], errors: list[str],
+                  stages: list[dict] | None = None) -> None:
     head = (f"POST /v1/analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -107,22 +108,28 @@ async def _client(port: int, body: bytes, todo: list[int], lat: list[float], err
             payload = await reader.readexactly(length)
             lat.append(time.perf_counter() - t)
             status = int(status_line.split()[1]) if status_line else 0
-            if status != 200 or not json.loads(payload).get("faces"):
+            doc = json.loads(payload) if status == 200 else {}
+            if status != 200 or not doc.get("faces"):
                 errors.append(f"{status}: {payload[:200]!r}")
+            elif stages is not None and doc.get("timing_ms"):
+                stages.append(doc["timing_ms"])
     finally:
         writer.close()
 
 
 async def load(url: str, body: bytes, clients: int, requests: int) -> dict:
     port = int(url.rsplit(":", 1)[1])
-    todo, lat, errors = list(range(requests)), [], []
+    todo, lat, errors, stages = list(range(requests)), [], [], []
     t0 = time.perf_counter()
-    await asyncio.gather(*(_client(port, body, todo, lat, errors) for _ in range(clients)))
+    await asyncio.gather(*(_client(port, body, todo, lat, errors, stages) for _ in range(clients)))
     wall = time.perf_counter() - t0
     q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [lat[0]] * 99
     return {"clients": clients, "requests": len(lat), "errors": len(errors), "first_error": errors[0] if errors else None,
             "seconds": round(wall, 2), "throughput_rps": round(len(lat) / wall, 2),
-            "p50_ms": round(q[49] * 1000, 1), "p95_ms": round(q[94] * 1000, 1), "p99_ms": round(q[98] * 1000, 1)}
+            "p50_ms": round(q[49] * 1000, 1), "p95_ms": round(q[94] * 1000, 1), "p99_ms": round(q[98] * 1000, 1),
+            # where a request's time goes inside the server (its own timing_ms): decode + detect in a worker thread,
+            # then the wait for and run of the classifier batch
+            "stage_ms": {k: round(statistics.median(s[k] for s in stages), 2) for k in (stages[0] if stages else {})}}
 
 
 def health(url: str) -> dict:
@@ -152,6 +159,11 @@ def run_mode(batching: bool, levels: list[int], requests: int, body: bytes, extr
         proc.wait(30)
 
 
+def stage_cell(r: dict) -> str:
+    s = r.get("stage_ms") or {}
+    return f"{s['decode_detect']} / {s['classify']}" if {"decode_detect", "classify"} <= set(s) else "-"
+
+
 def render(result: dict) -> str:
     on, off = (result["modes"][k] for k in ("on", "off"))
     base = result["one_at_a_time_rps"]
@@ -159,12 +171,14 @@ def render(result: dict) -> str:
           f"POST /v1/analyze, multipart, one-face 640x480 JPEG ({result['jpeg_bytes']:,} bytes); {result['requests']} requests "
           f"per level; the client runs on the same machine; server options: {' '.join(result['server_args']) or 'defaults'}. "
           f"One-at-a-time (batching off, 1 client): **{base} req/s**.", "",
-          "| clients | batching | req/s | x one-at-a-time | p50 ms | p95 ms | p99 ms | errors | mean batch | server RSS MiB |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+          "| clients | batching | req/s | x one-at-a-time | p50 ms | p95 ms | p99 ms | errors | mean batch | server RSS MiB | "
+          "server ms: decode+detect / classify (median) |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for a, b in zip(on["levels"], off["levels"]):
         for mode, r in (("on", a), ("off", b)):
             md.append(f"| {r['clients']} | {mode} | {r['throughput_rps']} | {r['throughput_rps'] / base:.2f} | {r['p50_ms']} | "
-                      f"{r['p95_ms']} | {r['p99_ms']} | {r['errors']} | {r['mean_batch']} | {r['rss_mib_after']} |")
+                      f"{r['p95_ms']} | {r['p99_ms']} | {r['errors']} | {r['mean_batch']} | {r['rss_mib_after']} | "
+                      f"{stage_cell(r)} |")
     md += ["", f"Server peak RSS: batching on {on['peak_rss_mib']} MiB (after warm-up {on['rss_mib_after_warmup']}), "
                f"off {off['peak_rss_mib']} MiB (after warm-up {off['rss_mib_after_warmup']}).", "",
            "## Targets", ""] + [f"- {t}" for t in result["targets"]]
