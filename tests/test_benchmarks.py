@@ -103,3 +103,29 @@ def test_train_and_test_trains_once_and_scores_test_once(tmp_path, monkeypatch):
     (kept / "test" / "eval.json").write_text(json.dumps({**report, "accuracy": report["accuracy"] + 0.01}))
     with pytest.raises(RuntimeError, match="differ from the kept report"):
         common.predictions_on_test(kept, tmp_path / "fer" / "test")
+
+
+def test_loso_levers_pairs_each_lever_and_the_baseline_on_the_same_photos(tmp_path):
+    import loso_levers
+
+    truth = ["happy", "sad"] * 10
+    groups = [f"S{i // 2}" for i in range(20)]
+
+    def row(model: str, left_out: str, preds: list[str]) -> dict:
+        return {"model": model, "left_out": left_out, "photos": [
+            {"id": f"{left_out}{i}", "group": g, "true": t, "pred": p} for i, (g, t, p) in enumerate(zip(groups, truth, preds))]}
+
+    def write(name: str, rows: list[dict]) -> Path:
+        (tmp_path / name).write_text(json.dumps({"baseline": "wild", "rows": rows}))
+        return tmp_path / name
+
+    base = write("base.json", [row("recipe", "lab", truth[:18] + ["happy", "happy"]), row("wild only", "lab", ["happy"] * 20),
+                               row("recipe", "tw", truth)])
+    lever = write("lever.json", [row("recipe", "lab", truth), row("recipe", "tw", ["sad"] * 20)])
+    res = loso_levers.compare(base, [("x", lever)], 200)
+    by = {(r["lever"], r["left_out"]): r for r in res["rows"]}
+    assert set(by) == {("base recipe vs wild only", "lab"), ("x", "lab"), ("x", "tw")}
+    assert by[("base recipe vs wild only", "lab")]["accuracy"]["diff"] == pytest.approx(0.4)
+    assert by[("x", "lab")]["accuracy"]["diff"] == pytest.approx(0.05) and by[("x", "tw")]["accuracy"]["diff"] == pytest.approx(-0.5)
+    assert loso_levers.verdicts(res) == {"base recipe vs wild only": "kept", "x": "not kept"}
+    assert "| x | tw | 20 | 10 |" in loso_levers.markdown(res, "cmd", "machine")
