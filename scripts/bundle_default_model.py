@@ -1,5 +1,6 @@
 """Copy a run's best checkpoint into the package as a bundled model (src/emotune/weights/<name>.*): the default face
-model (`--name default`) or the default scene model (`--name scene`).
+model (`--name default`), the contempt model (`--name basic8`), the FER2013-only model (`--name fer2013`) or the default
+scene model (`--name scene`).
 
     python scripts/bundle_default_model.py --run runs/default_model [--test-report runs/default_model/test/eval.json]
     python scripts/bundle_default_model.py --run runs/default_model_96 --test-report runs/default_model_96/test/eval.json \
@@ -24,7 +25,11 @@ from emotune.models.card import weights_path
 
 DEST = Path(__file__).resolve().parents[1] / "src" / "emotune" / "weights"
 MAX_BYTES = 25 * 1024 * 1024
-LICENCES = {"default": "Apache-2.0 (weights); trained on FER2013, whose images are licensed for research only",
+FACES = "FER2013, CK+ and a posed Taiwanese corpus"
+LICENCES = {"default": f"Apache-2.0 (weights); trained on {FACES}, whose images are licensed for research only",
+            "basic8": f"Apache-2.0 (weights); trained on {FACES} and FER+ contempt labels (MIT), whose images are licensed "
+                      "for research only",
+            "fer2013": "Apache-2.0 (weights); trained on FER2013, whose images are licensed for research only",
             "scene": "Apache-2.0 (weights); trained on Twitter I and OASIS, whose images are licensed for research only"}
 
 
@@ -37,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
                     "training records; FER2013: 48)")
     ap.add_argument("--recipe", action="append", help="training config(s) that produced the run, in stage order "
                     "(repeat for a multi-stage recipe; default: configs/default_model.yaml)")
+    ap.add_argument("--report", action="append", default=[], metavar="NAME=EVAL_JSON",
+                    help="another `emotune evaluate` report kept in the card's metrics under NAME (e.g. ferplus_test=...)")
     ap.add_argument("--dest", default=str(DEST), help="folder for NAME.safetensors + NAME.json (default: the package's)")
     args = ap.parse_args(argv)
     dest = Path(args.dest)
@@ -58,6 +65,13 @@ def main(argv: list[str] | None = None) -> None:
         keys = ("data", "tta", "accuracy", "balanced_accuracy", "macro_f1", "n")
         card.metrics = {**card.metrics, "test": {k: report[k] for k in keys if k in report},
                         "test_per_class_f1": {c["label"]: round(c["f1"], 4) for c in report["per_class"]}}
+    for spec in args.report:
+        name, sep, path = spec.partition("=")
+        if not sep or not Path(path).is_file():
+            raise SystemExit(f"--report {spec}: expected NAME=path/to/eval.json")
+        rep = json.loads(Path(path).read_text())
+        card.metrics = {**card.metrics, name: {k: rep[k] for k in ("data", "tta", "accuracy", "balanced_accuracy",
+                                                                   "macro_f1", "n") if k in rep}}
     out = dest / args.name
     save_checkpoint(out, load_file(str(weights)), card)  # the card changed: bind it anew
     print(f"bundled {weights} -> {out}.safetensors ({out.with_suffix('.safetensors').stat().st_size / 2**20:.1f} MB)")
