@@ -29,15 +29,17 @@ def recipe_rows(path: Path, model: str = "recipe") -> dict[str, dict]:
 
 
 def compare(base: Path, levers: list[tuple[str, Path]], n_boot: int) -> dict:
-    """First the base recipe against its own single-source baseline (the `... only` rows of the base file), then
+    """First each file's recipe against its own single-source baseline (its `... only` rows, where it has them), then
     every lever against the base recipe."""
     base_rows = recipe_rows(base)
     out = []
-    baseline = json.loads(base.read_text()).get("baseline")
-    only = recipe_rows(base, f"{baseline} only") if baseline else {}
-    for left_out in sorted(set(base_rows) & set(only)):
-        out.append({"lever": f"base recipe vs {baseline} only", "left_out": left_out, "run": str(base),
-                    **paired_difference(only[left_out], base_rows[left_out], n_boot)})
+    for name, path in [("base", base), *levers]:
+        baseline = json.loads(path.read_text()).get("baseline")
+        only = recipe_rows(path, f"{baseline} only") if baseline else {}
+        mine = recipe_rows(path)
+        for left_out in sorted(set(mine) & set(only)):
+            out.append({"lever": f"{name}: recipe vs {baseline} only", "left_out": left_out, "run": str(path),
+                        **paired_difference(only[left_out], mine[left_out], n_boot)})
     for name, path in levers:
         rows = recipe_rows(path)
         for left_out in sorted(set(base_rows) & set(rows)):
@@ -60,8 +62,9 @@ def markdown(result: dict, command: str, machine: str) -> str:
              f"Base: `{result['base']}` (the recipe in `configs/loso_faces_cpu.yaml`). Each lever changes one thing and "
              "keeps the budget, seeds and the stratified left-out photos; both sides are scored end to end "
              "(YuNet, alignment, largest face). Difference = lever - base, with a 95% interval from resampling whole "
-             "subjects (paired: the same photos on both sides). The first block is the base recipe itself against "
-             "training on the single wild source only (there `base` is that model and `lever` the recipe).", "",
+             "subjects (paired: the same photos on both sides). Rows `X: recipe vs ... only` pair a run's multi-source "
+             "recipe with training on the single wild source alone at the same budget (there `base` is that model and "
+             "`lever` the recipe).", "",
              "| lever | left out | photos | subjects | " + " | ".join(f"{v}: base -> lever (diff [95% CI])" for v in METRIC_NAMES.values()) + " |",
              "|---|---|---|---|" + "---|" * len(METRIC_NAMES)]
     for r in result["rows"]:

@@ -124,8 +124,8 @@ def test_loso_levers_pairs_each_lever_and_the_baseline_on_the_same_photos(tmp_pa
     lever = write("lever.json", [row("recipe", "lab", truth), row("recipe", "tw", ["sad"] * 20)])
     res = loso_levers.compare(base, [("x", lever)], 200)
     by = {(r["lever"], r["left_out"]): r for r in res["rows"]}
-    assert set(by) == {("base recipe vs wild only", "lab"), ("x", "lab"), ("x", "tw")}
-    assert by[("base recipe vs wild only", "lab")]["accuracy"]["diff"] == pytest.approx(0.45)
+    assert set(by) == {("base: recipe vs wild only", "lab"), ("x", "lab"), ("x", "tw")}
+    assert by[("base: recipe vs wild only", "lab")]["accuracy"]["diff"] == pytest.approx(0.45)
     assert by[("x", "lab")]["accuracy"]["diff"] == pytest.approx(0.05) and by[("x", "tw")]["accuracy"]["diff"] == pytest.approx(-0.5)
-    assert loso_levers.verdicts(res) == {"base recipe vs wild only": "kept", "x": "not kept"}
+    assert loso_levers.verdicts(res) == {"base: recipe vs wild only": "kept", "x": "not kept"}
     assert "| x | tw | 20 | 10 |" in loso_levers.markdown(res, "cmd", "machine")
