@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
                     "(repeat for a multi-stage recipe; default: configs/default_model.yaml)")
     ap.add_argument("--report", action="append", default=[], metavar="NAME=EVAL_JSON",
                     help="another `emotune evaluate` report kept in the card's metrics under NAME (e.g. ferplus_test=...)")
+    ap.add_argument("--note", help="how the run differs from its recipe file as written (kept in the card's training.note)")
     ap.add_argument("--dest", default=str(DEST), help="folder for NAME.safetensors + NAME.json (default: the package's)")
     args = ap.parse_args(argv)
     dest = Path(args.dest)
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     card.license = LICENCES[args.name]
     recipes = args.recipe or ["configs/default_model.yaml"]
     card.training = {**card.training, "run": str(Path(args.run)), "checkpoint": card_path.name, "trained": card.created,
-                     "recipe": recipes[-1], "recipes": recipes}
+                     "recipe": recipes[-1], "recipes": recipes, **({"note": args.note} if args.note else {})}
     if args.test_report:
         report = json.loads(Path(args.test_report).read_text())
         keys = ("data", "tta", "accuracy", "balanced_accuracy", "macro_f1", "n")

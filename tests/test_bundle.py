@@ -38,8 +38,9 @@ def test_bundle_copies_the_best_checkpoint_with_test_metrics_and_source_size(tmp
     (tmp_path / "eval.json").write_text(json.dumps(report))
     assert read_card(run)[0].source_size == 32  # training recorded its faces' size
     bundle_main()(["--run", str(run), "--test-report", str(tmp_path / "eval.json"), "--dest", str(tmp_path / "pkg"),
-                   "--source-size", "48", "--report", f"ferplus_test={tmp_path / 'eval.json'}"])
+                   "--source-size", "48", "--report", f"ferplus_test={tmp_path / 'eval.json'}", "--note", "as run"])
     model, card = load_checkpoint(tmp_path / "pkg" / "default.json")  # sha256-checked
+    assert card.training["note"] == "as run"
     assert card.metrics["ferplus_test"] == {k: report[k] for k in ("data", "tta", "accuracy", "balanced_accuracy", "macro_f1", "n")}
     assert card.source_size == 48 and card.weights_file == "default.safetensors"
     bundle_main()(["--run", str(run), "--dest", str(tmp_path / "pkg"), "--name", "scene"])
