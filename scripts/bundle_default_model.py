@@ -1,5 +1,5 @@
 """Copy a run's best checkpoint into the package as a bundled model (src/emotune/weights/<name>.*): the default face
-model (`--name default`), the contempt model (`--name basic8`), the FER2013-only model (`--name fer2013`) or the default
+model (`--name default`), the multi-source face model (`--name multisource`), the contempt model (`--name basic8`), the FER2013-only model (`--name fer2013`) or the default
 scene model (`--name scene`).
 
     python scripts/bundle_default_model.py --run runs/default_model [--test-report runs/default_model/test/eval.json]
@@ -29,6 +29,7 @@ FACES = "FER2013, CK+ and a posed Taiwanese corpus"
 LICENCES = {"default": f"Apache-2.0 (weights); trained on {FACES}, whose images are licensed for research only",
             "basic8": f"Apache-2.0 (weights); trained on {FACES} and FER+ contempt labels (MIT), whose images are licensed "
                       "for research only",
+            "multisource": f"Apache-2.0 (weights); trained on {FACES}, whose images are licensed for research only",
             "fer2013": "Apache-2.0 (weights); trained on FER2013, whose images are licensed for research only",
             "scene": "Apache-2.0 (weights); trained on Twitter I and OASIS, whose images are licensed for research only"}
 
