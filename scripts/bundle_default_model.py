@@ -75,6 +75,14 @@ def main(argv: list[str] | None = None) -> None:
         card.metrics = {**card.metrics, name: {k: rep[k] for k in ("data", "tta", "accuracy", "balanced_accuracy",
                                                                    "macro_f1", "n") if k in rep}}
     out = dest / args.name
+    for other in sorted(dest.glob("*.json")):  # a card that shares these weights (fer2013 -> default) must not be broken
+        try:
+            shared = other.stem != args.name and json.loads(other.read_text()).get("weights_file") == f"{args.name}.safetensors"
+        except (OSError, ValueError):
+            shared = False
+        if shared:
+            raise SystemExit(f"{other} uses {args.name}.safetensors: give it its own copy first (cp {args.name}.safetensors "
+                             f"{other.stem}.safetensors and set its weights_file), then bundle")
     save_checkpoint(out, load_file(str(weights)), card)  # the card changed: bind it anew
     print(f"bundled {weights} -> {out}.safetensors ({out.with_suffix('.safetensors').stat().st_size / 2**20:.1f} MB)")
 

@@ -121,7 +121,7 @@ def test_every_bundled_model_resolves_by_name_and_loads_bound_to_its_weights(nam
     path = resolve_model(name)
     assert path == bundled_path(name) and path.is_file()
     _, card = load_checkpoint(path)  # sha256 and bound fields checked
-    assert card.weights_file == f"{name}.safetensors"
+    assert (path.parent / card.weights_file).is_file() and card.weights_file.endswith(".safetensors")
 
 
 def test_model_specs_resolve_to_the_default_a_bundled_name_or_the_path_given(tmp_path, monkeypatch):
@@ -142,3 +142,17 @@ def test_emotune_models_lists_every_bundled_model(capsys):
     out = capsys.readouterr().out
     listed = {line.split()[0] for line in out.split("Bundled models")[1].splitlines()[2:] if line.strip()}
     assert listed == set(bundled_models()) and "default" in listed
+
+
+def test_bundling_refuses_to_replace_weights_another_card_shares(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOTUNE_CACHE", str(tmp_path / "cache"))
+    data = make_synthetic_dataset(tmp_path / "d", per_class=6, size=32, seed=3)
+    run = train(make_config({"data": str(data), "backbone": "mobilenetv2", "img_size": 32, "epochs": 1, "batch_size": 16,
+                             "workers": 0, "progress": False, "val_fraction": 0.25, "channels": "grayscale",
+                             "out": str(tmp_path / "run")})).run_dir
+    pkg = tmp_path / "pkg"
+    bundle_main()(["--run", str(run), "--dest", str(pkg)])
+    alias = json.loads((pkg / "default.json").read_text())  # a second name for the same tensors, as fer2013 is
+    (pkg / "fer2013.json").write_text(json.dumps(alias))
+    with pytest.raises(SystemExit, match="fer2013.json uses default.safetensors"):
+        bundle_main()(["--run", str(run), "--dest", str(pkg)])

@@ -25,9 +25,22 @@ def bundled_path(name: str) -> Path:
     return bundled_dir() / f"{name}.json"
 
 
+def _weights_file(card: Path) -> Path | None:
+    """The weights a bundled card names (two names may share one file: `fer2013` is `default`'s tensors while the
+    default is the FER2013-only model); None for a card that is not a model's (e.g. an exported .onnx's)."""
+    import json
+
+    try:
+        name = json.loads(card.read_text()).get("weights_file")
+    except (OSError, ValueError):
+        return None
+    return card.parent / name if isinstance(name, str) and name.endswith(".safetensors") else None
+
+
 def bundled_models() -> list[str]:
-    """Names of the bundled models this build has: every card in the weights folder, `default` first."""
-    names = sorted(p.stem for p in bundled_dir().glob("*.json") if p.with_suffix(".safetensors").is_file())
+    """Names of the bundled models this build has: every card in the weights folder whose weights are there, `default`
+    first."""
+    names = sorted(p.stem for p in bundled_dir().glob("*.json") if (w := _weights_file(p)) is not None and w.is_file())
     return sorted(names, key=lambda n: (n != DEFAULT, n))
 
 
