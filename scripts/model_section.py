@@ -18,6 +18,22 @@ from emotune.models.card import read_card
 START, END = "<!-- default-model:start -->", "<!-- default-model:end -->"
 
 
+def trained_on(card, trained: str, stages: str) -> str:
+    """What the model learnt from: FER2013 alone, or (a merged run) each source with its images and share of draws."""
+    data = (card.training or {}).get("data") or {}
+    sources = data.get("sources") if data.get("train") == "sources" else None
+    if not sources:
+        return (f"MobileNetV2 from ImageNet weights, {card.input_size}x{card.input_size} {card.channels} faces, trained on "
+                f"FER2013 `train/` with {trained}{stages}, best epoch ({card.metrics.get('epoch')}) chosen on `val/`")
+    total = sum(float(s.get("weight") or 0) for s in sources.values()) or 1.0
+    parts = [f"{name} ({s['n_train']:,} faces, {100 * float(s.get('weight') or 0) / total:.0f}% of the draws)"
+             for name, s in sources.items()]
+    start = (card.training or {}).get("pretrained") or "ImageNet weights"
+    return (f"MobileNetV2, {card.input_size}x{card.input_size} {card.channels} faces, fine-tuned from `{start}` on "
+            f"{', '.join(parts)} with {trained}{stages}, best epoch ({card.metrics.get('epoch')}) chosen on the merged "
+            "validation split")
+
+
 def render(report: dict, card, machine: str) -> str:
     labels = report["labels"]
     training = card.training or {}
@@ -28,8 +44,7 @@ def render(report: dict, card, machine: str) -> str:
     tta = "with flip TTA (each face averaged with its mirror image, as `--tta` does)" \
         if report.get("tta") else "without TTA"
     lines = [START, "",
-             f"MobileNetV2 from ImageNet weights, {card.input_size}x{card.input_size} {card.channels} faces, trained on FER2013 `train/` "
-             f"with {trained}{stages}, best epoch ({card.metrics.get('epoch')}) chosen on `val/`, "
+             f"{trained_on(card, trained, stages)}, "
              f"{(Path('src/emotune/weights') / card.weights_file).stat().st_size / 2**20:.1f} MB. "
              f"FER2013 `test/` (PrivateTest), scored once after training, {tta}:", "",
              render_table(["metric", "FER2013 test"], [["accuracy", f"**{report['accuracy']:.4f}**"],

@@ -156,3 +156,13 @@ def test_bundling_refuses_to_replace_weights_another_card_shares(tmp_path, monke
     (pkg / "fer2013.json").write_text(json.dumps(alias))
     with pytest.raises(SystemExit, match="fer2013.json uses default.safetensors"):
         bundle_main()(["--run", str(run), "--dest", str(pkg)])
+
+
+def test_readme_section_names_each_source_of_a_merged_model(tmp_path, monkeypatch):
+    sources = {"ckplus": {"n_train": 795, "weight": 1}, "taiwanese": {"n_train": 751, "weight": 1},
+               "fer2013": {"n_train": 28709, "weight": 2}}
+    _, text = render_section(tmp_path, monkeypatch, {"accuracy": 0.7, "tta": False}, metrics={"epoch": 2},
+                             training={"run": "runs/final", "recipes": ["configs/final.yaml"], "pretrained": "fer2013.json",
+                                       "data": {"train": "sources", "sources": sources}})
+    assert "fine-tuned from `fer2013.json` on ckplus (795 faces, 25% of the draws), taiwanese (751 faces, 25% of the draws), " \
+           "fer2013 (28,709 faces, 50% of the draws)" in text and "merged validation split" in text
