@@ -239,9 +239,9 @@ def test_bad_recognizer_settings_are_config_errors(gray_card, tmp_path, monkeypa
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA"):
             Recognizer(gray_card, device="cuda")
-    import emotune.inference.recognizer as recognizer_mod
+    import emotune.models.bundled as bundled_mod
 
-    monkeypatch.setattr(recognizer_mod, "default_model_path", lambda: tmp_path / "weights" / "default.json")
+    monkeypatch.setattr(bundled_mod, "bundled_dir", lambda: tmp_path / "weights")  # a slim build without weights
     with pytest.raises(CheckpointError, match="no bundled default model"):
         load_backend(None)
 
