@@ -25,7 +25,7 @@ def add_synth_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--classes", help="comma list of classes (default: all the generator's)")
     s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     q = sub.add_parser("quality", help="Frechet distance, class fidelity, diversity and nearest training faces of a generator",
-                       description="Features: the bundled FER2013 MobileNetV2's penultimate layer (not Inception: not the FID "
+                       description="Features: the bundled FER2013-only MobileNetV2's (`fer2013`) penultimate layer (not Inception: not the FID "
                                    "of the papers). Writes quality.json and quality.md (default RUN/quality) and the "
                                    "nearest-neighbour grid into the run folder only.")
     q.add_argument("--model", required=True, help="generator run folder")

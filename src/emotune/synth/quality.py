@@ -30,14 +30,15 @@ FEATURES = "emotune bundled FER2013 MobileNetV2 (default.safetensors), penultima
 
 
 class FeatureNet:
-    """The bundled classifier: penultimate features and class probabilities of uint8 face arrays."""
+    """A bundled classifier: penultimate features and class probabilities of uint8 face arrays. By default the
+    FER2013-only model (`fer2013`), a fixed reference, so quality figures stay comparable when the default model changes."""
 
     def __init__(self, model: str | Path | None = None):
         from ..data.transforms import Preprocess
         from ..models import load_checkpoint
         from ..models.bundled import resolve_model
 
-        self.model, self.card = load_checkpoint(resolve_model(model))
+        self.model, self.card = load_checkpoint(resolve_model(model or "fer2013"))
         self.prep = Preprocess.from_card(self.card)
 
     @torch.no_grad()
