@@ -26,12 +26,17 @@ def bundle_main():
     return mod.main
 
 
-def test_bundle_copies_the_best_checkpoint_with_test_metrics_and_source_size(tmp_path, monkeypatch):
+def tiny_run(tmp_path: Path, monkeypatch, per_class: int) -> Path:
+    """A one-epoch grey 32 px run on synthetic faces: something to bundle."""
     monkeypatch.setenv("EMOTUNE_CACHE", str(tmp_path / "cache"))
-    data = make_synthetic_dataset(tmp_path / "d", per_class=8, size=32, seed=3)
-    run = train(make_config({"data": str(data), "backbone": "mobilenetv2", "img_size": 32, "epochs": 1, "batch_size": 16,
-                             "workers": 0, "progress": False, "val_fraction": 0.25, "channels": "grayscale",
-                             "out": str(tmp_path / "run")})).run_dir
+    data = make_synthetic_dataset(tmp_path / "d", per_class=per_class, size=32, seed=3)
+    return train(make_config({"data": str(data), "backbone": "mobilenetv2", "img_size": 32, "epochs": 1, "batch_size": 16,
+                              "workers": 0, "progress": False, "val_fraction": 0.25, "channels": "grayscale",
+                              "out": str(tmp_path / "run")})).run_dir
+
+
+def test_bundle_copies_the_best_checkpoint_with_test_metrics_and_source_size(tmp_path, monkeypatch):
+    run = tiny_run(tmp_path, monkeypatch, per_class=8)
     labels = read_card(run)[0].labels
     report = {"data": "test/", "tta": False, "accuracy": 0.5, "balanced_accuracy": 0.4, "macro_f1": 0.3, "n": 10,
               "per_class": [{"label": c, "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2} for c in labels]}
@@ -145,11 +150,7 @@ def test_emotune_models_lists_every_bundled_model(capsys):
 
 
 def test_bundling_refuses_to_replace_weights_another_card_shares(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMOTUNE_CACHE", str(tmp_path / "cache"))
-    data = make_synthetic_dataset(tmp_path / "d", per_class=6, size=32, seed=3)
-    run = train(make_config({"data": str(data), "backbone": "mobilenetv2", "img_size": 32, "epochs": 1, "batch_size": 16,
-                             "workers": 0, "progress": False, "val_fraction": 0.25, "channels": "grayscale",
-                             "out": str(tmp_path / "run")})).run_dir
+    run = tiny_run(tmp_path, monkeypatch, per_class=6)
     pkg = tmp_path / "pkg"
     bundle_main()(["--run", str(run), "--dest", str(pkg)])
     alias = json.loads((pkg / "default.json").read_text())  # a second name for the same tensors, as fer2013 is
