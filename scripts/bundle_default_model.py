@@ -21,10 +21,12 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from emotune.models import load_checkpoint, read_card, save_checkpoint
+from emotune.models.bundled import weights_file_of
 from emotune.models.card import weights_path
 
 DEST = Path(__file__).resolve().parents[1] / "src" / "emotune" / "weights"
 MAX_BYTES = 25 * 1024 * 1024
+REPORT_KEYS = ("data", "tta", "accuracy", "balanced_accuracy", "macro_f1", "n")  # what the card keeps of an eval.json
 FACES = "FER2013, CK+ and a posed Taiwanese corpus"
 LICENCES = {"default": f"Apache-2.0 (weights); trained on {FACES}, whose images are licensed for research only",
             "basic8": f"Apache-2.0 (weights); trained on {FACES} and FER+ contempt labels (MIT), whose images are licensed "
@@ -64,23 +66,17 @@ def main(argv: list[str] | None = None) -> None:
                      "recipe": recipes[-1], "recipes": recipes, **({"note": args.note} if args.note else {})}
     if args.test_report:
         report = json.loads(Path(args.test_report).read_text())
-        keys = ("data", "tta", "accuracy", "balanced_accuracy", "macro_f1", "n")
-        card.metrics = {**card.metrics, "test": {k: report[k] for k in keys if k in report},
+        card.metrics = {**card.metrics, "test": {k: report[k] for k in REPORT_KEYS if k in report},
                         "test_per_class_f1": {c["label"]: round(c["f1"], 4) for c in report["per_class"]}}
     for spec in args.report:
         name, sep, path = spec.partition("=")
         if not sep or not Path(path).is_file():
             raise SystemExit(f"--report {spec}: expected NAME=path/to/eval.json")
         rep = json.loads(Path(path).read_text())
-        card.metrics = {**card.metrics, name: {k: rep[k] for k in ("data", "tta", "accuracy", "balanced_accuracy",
-                                                                   "macro_f1", "n") if k in rep}}
+        card.metrics = {**card.metrics, name: {k: rep[k] for k in REPORT_KEYS if k in rep}}
     out = dest / args.name
     for other in sorted(dest.glob("*.json")):  # a card that shares these weights (fer2013 -> default) must not be broken
-        try:
-            shared = other.stem != args.name and json.loads(other.read_text()).get("weights_file") == f"{args.name}.safetensors"
-        except (OSError, ValueError):
-            shared = False
-        if shared:
+        if other.stem != args.name and weights_file_of(other) == dest / f"{args.name}.safetensors":
             raise SystemExit(f"{other} uses {args.name}.safetensors: give it its own copy first (cp {args.name}.safetensors "
                              f"{other.stem}.safetensors and set its weights_file), then bundle")
     save_checkpoint(out, load_file(str(weights)), card)  # the card changed: bind it anew

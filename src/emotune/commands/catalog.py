@@ -9,11 +9,9 @@ def add_no_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from ..models import get_model_config, list_models
-    from ..tables import render_table
-
-    from ..models import read_card
+    from ..models import get_model_config, list_models, read_card
     from ..models.bundled import bundled_models, bundled_path
+    from ..tables import render_table
 
     rows = [[n, c.timm_name, c.hub_name or "-", c.input_size, c.license]
             for n, c in ((n, get_model_config(n)) for n in list_models())]

@@ -9,9 +9,9 @@ import torch
 from ..errors import EmotuneError
 from ..io import atomic_write, check_writable_file, remove_stale_temps, sha256_file
 from ..models import load_checkpoint, read_card
+from ..models.bundled import resolve_model
 from ..models.card import require_image_model
 from .backend import OnnxBackend, TorchBackend, export_onnx
-from ..models.bundled import resolve_model
 
 
 def parity(model: torch.nn.Module, onnx_path: str | Path, in_chans: int, size: int, samples: int = 16, seed: int = 0,

@@ -6,6 +6,7 @@ except `default`, which always means the bundled face model.
 """
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -25,11 +26,9 @@ def bundled_path(name: str) -> Path:
     return bundled_dir() / f"{name}.json"
 
 
-def _weights_file(card: Path) -> Path | None:
-    """The weights a bundled card names (two names may share one file: `fer2013` is `default`'s tensors while the
-    default is the FER2013-only model); None for a card that is not a model's (e.g. an exported .onnx's)."""
-    import json
-
+def weights_file_of(card: Path) -> Path | None:
+    """The weights a bundled card names (two names may share one file, as `fer2013` and `default` did while the default
+    was the FER2013-only model); None for a card that is not a model's (e.g. an exported .onnx's)."""
     try:
         name = json.loads(card.read_text()).get("weights_file")
     except (OSError, ValueError):
@@ -37,10 +36,15 @@ def _weights_file(card: Path) -> Path | None:
     return card.parent / name if isinstance(name, str) and name.endswith(".safetensors") else None
 
 
+def _has_weights(card: Path) -> bool:
+    w = weights_file_of(card)
+    return w is not None and w.is_file()
+
+
 def bundled_models() -> list[str]:
     """Names of the bundled models this build has: every card in the weights folder whose weights are there, `default`
     first."""
-    names = sorted(p.stem for p in bundled_dir().glob("*.json") if (w := _weights_file(p)) is not None and w.is_file())
+    names = sorted(p.stem for p in bundled_dir().glob("*.json") if _has_weights(p))
     return sorted(names, key=lambda n: (n != DEFAULT, n))
 
 
@@ -49,7 +53,7 @@ def is_bundled_name(spec: object) -> bool:
     if spec in (None, "", DEFAULT):
         return True
     s = str(spec)
-    return "/" not in s and "\\" not in s and not Path(s).exists() and s in bundled_models()
+    return "/" not in s and "\\" not in s and not Path(s).exists() and _has_weights(bundled_path(s))
 
 
 def resolve_model(spec: str | Path | None, what: str = "--model") -> Path:

@@ -154,10 +154,9 @@ def scores(y: np.ndarray, pred: np.ndarray, classes: Sequence[int]) -> dict[str,
     return {"accuracy": float(np.mean(y == pred)), "balanced_accuracy": float(np.mean(recall)), "macro_f1": float(np.mean(f1))}
 
 
-def cluster_bootstrap(y: np.ndarray, pred: np.ndarray, groups: Sequence[str], classes: Sequence[int], n_resamples: int = 2000,
-                      seed: int = 0) -> dict[str, list[float] | None]:
-    """95% percentile intervals of each metric, resampling whole clusters (subjects) with scipy.stats.bootstrap: the
-    images of one subject are not independent, so an image bootstrap would give intervals that are too narrow."""
+def _cluster_intervals(groups: Sequence[str], stat_of_rows, n_resamples: int, seed: int) -> dict[str, list[float] | None]:
+    """95% percentile interval of `stat_of_rows(rows, metric)` for each metric, resampling whole clusters with
+    scipy.stats.bootstrap; None where there are fewer than two clusters."""
     from scipy.stats import bootstrap
 
     names, gidx = np.unique(np.asarray(groups), return_inverse=True)
@@ -167,14 +166,19 @@ def cluster_bootstrap(y: np.ndarray, pred: np.ndarray, groups: Sequence[str], cl
     out = {}
     for m in METRICS:
         def stat(ids: np.ndarray, m: str = m) -> float:
-            rows = np.concatenate([members[int(i)] for i in ids])
-            return scores(y[rows], pred[rows], classes)[m]
+            return stat_of_rows(np.concatenate([members[int(i)] for i in ids]), m)
 
         res = bootstrap((np.arange(len(names)),), stat, n_resamples=n_resamples, vectorized=False, method="percentile",
                         confidence_level=0.95, random_state=np.random.default_rng(seed))
-        lo, hi = res.confidence_interval
-        out[m] = [float(lo), float(hi)]
+        out[m] = [float(res.confidence_interval.low), float(res.confidence_interval.high)]
     return out
+
+
+def cluster_bootstrap(y: np.ndarray, pred: np.ndarray, groups: Sequence[str], classes: Sequence[int], n_resamples: int = 2000,
+                      seed: int = 0) -> dict[str, list[float] | None]:
+    """95% percentile intervals of each metric, resampling whole clusters (subjects): the images of one subject are not
+    independent, so an image bootstrap would give intervals that are too narrow."""
+    return _cluster_intervals(groups, lambda rows, m: scores(y[rows], pred[rows], classes)[m], n_resamples, seed)
 
 
 # ---------------------------------------------------------------------------------------------- end-to-end scoring
@@ -249,8 +253,6 @@ def score_end_to_end(model: str | Path, samples: Sequence, test: TestSpec, detec
 def paired_difference(base: dict[str, Any], other: dict[str, Any], n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Two LOSO rows scored on the same photos (same left-out source and sample): each metric of `other` minus `base`,
     with a 95% percentile interval from resampling whole clusters (subjects) and the same rows on both sides."""
-    from scipy.stats import bootstrap
-
     a = {p["id"]: p for p in base.get("photos") or []}
     b = {p["id"]: p for p in other.get("photos") or []}
     common = [i for i in a if i in b]
@@ -262,21 +264,13 @@ def paired_difference(base: dict[str, Any], other: dict[str, Any], n_resamples: 
     pa = np.array([names.index(a[i]["pred"]) for i in common])
     pb = np.array([names.index(b[i]["pred"]) for i in common])
     classes = sorted(set(y.tolist()))
-    gnames, gidx = np.unique(np.array([a[i]["group"] for i in common]), return_inverse=True)
-    members = [np.flatnonzero(gidx == k) for k in range(len(gnames))]
-    out: dict[str, Any] = {"n": len(common), "clusters": len(gnames)}
+    groups = [a[i]["group"] for i in common]
+    cis = _cluster_intervals(groups, lambda rows, m: scores(y[rows], pb[rows], classes)[m] - scores(y[rows], pa[rows], classes)[m],
+                             n_resamples, seed)
+    base, other = scores(y, pa, classes), scores(y, pb, classes)
+    out: dict[str, Any] = {"n": len(common), "clusters": len(set(groups))}
     for m in METRICS:
-        point = scores(y, pb, classes)[m] - scores(y, pa, classes)[m]
-        def stat(g: np.ndarray, m: str = m) -> float:
-            rows = np.concatenate([members[int(k)] for k in g])
-            return scores(y[rows], pb[rows], classes)[m] - scores(y[rows], pa[rows], classes)[m]
-
-        ci = None
-        if len(gnames) >= 2 and n_resamples > 0:
-            res = bootstrap((np.arange(len(gnames)),), stat, n_resamples=n_resamples, vectorized=False, method="percentile",
-                            random_state=np.random.default_rng(seed))
-            ci = [float(res.confidence_interval.low), float(res.confidence_interval.high)]
-        out[m] = {"base": scores(y, pa, classes)[m], "other": scores(y, pb, classes)[m], "diff": float(point), "ci95": ci}
+        out[m] = {"base": base[m], "other": other[m], "diff": float(other[m] - base[m]), "ci95": cis[m]}
     return out
 
 

@@ -26,7 +26,7 @@ import torch
 from ..errors import ConfigError
 from ..io import atomic_write, atomic_write_json, atomic_write_text
 
-FEATURES = "emotune bundled FER2013 MobileNetV2 (default.safetensors), penultimate 1280-d features"
+FEATURES = "emotune bundled FER2013-only MobileNetV2 (fer2013.safetensors), penultimate 1280-d features"
 
 
 class FeatureNet:
