@@ -129,3 +129,26 @@ def test_loso_levers_pairs_each_lever_and_the_baseline_on_the_same_photos(tmp_pa
     assert by[("x", "lab")]["accuracy"]["diff"] == pytest.approx(0.05) and by[("x", "tw")]["accuracy"]["diff"] == pytest.approx(-0.5)
     assert loso_levers.verdicts(res) == {"base: recipe vs wild only": "kept", "x": "not kept"}
     assert "| x | tw | 20 | 10 |" in loso_levers.markdown(res, "cmd", "machine")
+
+
+def test_paired_predictions_script_compares_two_tables_by_file(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("paired_predictions", Path(__file__).resolve().parents[1] / "scripts" / "paired_predictions.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = [("a.png", "happy"), ("b.png", "sad"), ("c.png", "sad"), ("d.png", "happy")]
+
+    def table(name: str, preds: list[str]) -> str:
+        lines = ["file,label,pred,happy,sad"] + [f"{f},{t},{p},{0.9 if p == 'happy' else 0.1},{0.1 if p == 'happy' else 0.9}"
+                                                for (f, t), p in zip(rows, preds)]
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+        return str(tmp_path / name)
+
+    a = table("a.csv", ["happy", "happy", "happy", "happy"])  # 2 of 4 right
+    b = table("b.csv", ["happy", "sad", "sad", "happy"])  # 4 of 4
+    assert mod.main([a, b]) == 0
+    out = capsys.readouterr().out
+    assert "+50.0 points" in out and "2 are right only with second and 0 only with first" in out
+    with pytest.raises(SystemExit):
+        mod.main([str(tmp_path / "missing.csv"), b])
