@@ -18,7 +18,7 @@ PIP_FLAGS := -q --disable-pip-version-check -c $(CONSTRAINTS)
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install $(PIP_FLAGS) torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install $(PIP_FLAGS) -e '.[test,serve,ray]'
+	$(BIN)/pip install $(PIP_FLAGS) -e '.[test,serve,ray,lite]'
 	touch $(STAMP)
 
 # matplotlib ships this public-domain photo of Grace Hopper

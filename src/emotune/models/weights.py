@@ -12,12 +12,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import CheckpointError
-from .registry import classifier_prefix
+from .registry import PACKAGE_PREFIX, classifier_prefix, package_weight_file
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from .safetensors, or from a .pth/.bin via torch's weights-only unpickler (never arbitrary code)."""
-    path = Path(path)
+    path = package_weight_file(str(path)) if str(path).startswith(PACKAGE_PREFIX) else Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weight file not found")
     try:

@@ -78,6 +78,9 @@ class TrainConfig:
     warmup_epochs: float = opt(1.0, "linear warm-up length in epochs, then cosine decay")
     min_lr: float = opt(1e-6, "final learning rate of the cosine schedule")
     strategy: str = opt("full", "fine-tuning strategy", ("full", "linear_probe", "gradual", "layerwise"))
+    head_init: str = opt("default", "how the head starts: default (small random init) or fit (its last linear layer fitted in closed "
+                                    "form on the frozen features of the training images; with --epochs 0 that is the whole run, "
+                                    "a linear probe; emotune.train.head_fit)", ("default", "fit"))
     freeze: list[str] = opt([], "parameter-name prefixes kept frozen the whole run (comma list), e.g. conv_stem,blocks.0,blocks.1")
     layer_decay: float = opt(0.7, "layerwise: learning-rate factor per layer group going down from the head")
     unfreeze_every: int = opt(1, "gradual: epochs between unfreezing the next layer group (top down)")
@@ -136,8 +139,8 @@ class TrainConfig:
             raise ConfigError("data: no training data given (--data PATH, or `sources:` in the YAML config)")
         if self.data and self.sources:
             raise ConfigError("give either data or sources, not both")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError("epochs and batch_size must be at least 1")
+        if self.epochs < (0 if self.head_init == "fit" else 1) or self.batch_size < 1:
+            raise ConfigError("epochs and batch_size must be at least 1 (epochs 0 only with --head-init fit)")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError("val_fraction must be in [0, 1)")
         if self.epoch_samples < 0:
@@ -285,7 +288,11 @@ def check_model_choice(backbone: str, pretrained: str | None) -> None:
     if is_emotune_checkpoint(p):
         return
     if is_local_file(p):
-        if not Path(p).is_file():
+        from ..models.registry import PACKAGE_PREFIX, package_weight_file
+
+        if p.startswith(PACKAGE_PREFIX):
+            package_weight_file(p)  # installed, with one weight file
+        elif not Path(p).is_file():
             raise ConfigError(f"pretrained {p}: no such weight file")
         return
     full = p if "." in p else f"{mcfg.timm_name}.{p}"

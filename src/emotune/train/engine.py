@@ -48,6 +48,7 @@ from ..models import ModelCard, create_model, get_model_config, normalisation, s
 from ..taxonomy import resolve_labels
 from .config import FIXED_ON_RESUME, TrainConfig, check_model_choice, config_changes, describe_changes, saved_run_config
 from .state import load_state, open_run, rng_state, save_state, set_rng_state
+from .head_fit import eval_view, fit_head
 from .tasks import Task, select_task
 
 LOG_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy",
@@ -341,7 +342,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> CosineLRScheduler:
     """timm's cosine schedule per update: linear warm-up over `warmup_epochs`, then cosine decay to `min_lr` (scaled by
     each group's lr_scale like the peak). Stateless in the update count: `step_update(n)` gives update n's lr."""
-    total = max(cfg.epochs * steps_per_epoch, 1)
+    total = max(max(cfg.epochs, 1) * steps_per_epoch, 1)  # epochs 0 (a fitted head): a schedule never stepped
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
     return CosineLRScheduler(optimizer, t_initial=max(total - warmup, 1), lr_min=cfg.min_lr, warmup_t=warmup,
                              warmup_lr_init=cfg.lr / max(warmup, 1) if warmup else 0.0, warmup_prefix=True, cycle_limit=1,
@@ -543,13 +544,21 @@ def train(cfg: TrainConfig, report_skipped: bool = True) -> TrainResult:
                      source_size=(cfg.source_size if cfg.source_size >= 0 else data.native_side) if cfg.input_kind != "scene" else 0,
                      head=model.head_spec() if hasattr(model, "head_spec") else {"type": "linear"},
                      training={"data": data.describe, "pretrained": cfg.pretrained, "epochs": cfg.epochs, "strategy": cfg.strategy,
+                               **({"head_init": cfg.head_init} if cfg.head_init != "default" else {}),
                                "optimizer": cfg.optimizer, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed,
                                **({"head_remap": remap.__dict__} if remap is not None else {}),
                                **({"config_history": config_history} if config_history else {})})
     stopped_early = False
     epoch = start_epoch - 1
     show = cfg.progress and dist.main
-    for epoch in range(start_epoch, cfg.epochs):
+    if cfg.head_init == "fit" and not cfg.resume:
+        fit = fit_head(model, eval_view(data.train, data.val.transform), k, data.targets, device, loss=cfg.loss,
+                       balanced=cfg.class_balance != "none", weights=draw_weights(cfg, data), show=show)
+        card.training["head_fit"] = fit.describe()
+        if show:
+            tqdm.write(f"head fitted in closed form on {fit.n_rows} feature rows: {fit.describe()}")
+    sgd = cfg.epochs > 0  # epochs 0 (with --head-init fit): the fitted head is validated and saved as it is
+    for epoch in range(start_epoch, max(cfg.epochs, 1)):
         trainable = set_trainable(model, cfg, epoch)
         apply_train_mode(model, cfg)
         net = model
@@ -564,7 +573,7 @@ def train(cfg: TrainConfig, report_skipped: bool = True) -> TrainResult:
         train_loader.generator.manual_seed(epoch_seed(cfg.seed, epoch))  # shuffling and worker seeds of this epoch
         t0, loss_sum, correct, seen, labelled = time.perf_counter(), 0.0, 0, 0, 0
         lr_start = lr_end = None
-        bar = progress(train_loader, show, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
+        bar = progress(train_loader if sgd else [], show and sgd, desc=f"epoch {epoch + 1}/{max(cfg.epochs, 1)}", unit="batch")
         for step, (x, y) in enumerate(bar):
             scheduler.step_update(epoch * steps_per_epoch + step)  # this update's lr, from the update count alone
             lr_end = optimizer.param_groups[-1]["lr"]
@@ -595,8 +604,8 @@ def train(cfg: TrainConfig, report_skipped: bool = True) -> TrainResult:
         eval_model = ema.module if ema is not None else model
         v = task.validate(eval_model, val_loader, device, cfg.tta)
         m = v.classes
-        row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(seen, 1), 5),
-               "train_accuracy": round(correct / max(labelled, 1), 5) if k else None, **v.row(),
+        row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(seen, 1), 5) if seen else None,
+               "train_accuracy": round(correct / max(labelled, 1), 5) if k and seen else None, **v.row(),
                "lr_start": lr_start, "lr_end": lr_end, "trainable_params": trainable,
                "seconds": round(time.perf_counter() - t0, 2), "images_per_second": round(seen / max(train_secs, 1e-9), 1)}
         history.append(row)
@@ -644,7 +653,7 @@ def train(cfg: TrainConfig, report_skipped: bool = True) -> TrainResult:
             plot_confusion(m, run / "val_confusion.png", title=f"val, epoch {epoch + 1}")
         barrier(dist)
         if cfg.progress:
-            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  {task.describe(row)}  "
+            tqdm.write(f"epoch {epoch + 1}/{max(cfg.epochs, 1)}  {task.describe(row)}  "
                        f"{row['images_per_second']:.0f} img/s" + ("  *best" if improved else ""))
         if cfg.patience and bad_epochs >= cfg.patience:
             stopped_early = True

@@ -114,9 +114,10 @@ class Task:
         return out + [(f"val_{t}_ccc", f"val {t} CCC") for t in self.targets]
 
     def describe(self, row: dict[str, Any]) -> str:
-        parts = [f"train loss {row['train_loss']:.4f}"]
+        fitted = row["train_loss"] is None  # epochs 0: the head fitted in closed form, no SGD
+        parts = ["head fitted" if fitted else f"train loss {row['train_loss']:.4f}"]
         if self.k:
-            parts.append(f"acc {row['train_accuracy']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} "
+            parts.append(("" if fitted else f"acc {row['train_accuracy']:.4f}  ") + f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} "
                          f"macro-F1 {row['val_macro_f1']:.4f}")
         else:
             parts.append(f"val loss {row['val_loss']:.4f}")
