@@ -212,8 +212,18 @@ def ckplus_regime(a, runs: Path) -> dict:
         arm["test_accuracy_pooled"] = float((pooled[k]["label"] == pooled[k]["pred"]).mean())
         if k != "baseline":
             arm["vs_baseline"] = paired(pooled["baseline"], pooled[k])
-    return {"regime": "ckplus", "arms": arms, "generators": {"fold 1 of 10": {"run": str(root / "generators" / "fold_1"),
-            "quality": quality(root / "generators" / "fold_1", str(CKPLUS))}}}
+    secs = [float(p.read_text()) for p in sorted((root / "generators").glob("fold_*/bench_seconds.txt"))]
+    return {"regime": "ckplus", "arms": arms,
+            "note": "baseline = emotune's default augmentation (crop, flip, rotation, jitter, erasing); under 10-fold CV there is "
+                    "no single val split to choose an augmentation on, and every fold picks its best epoch on a 10% subject-grouped "
+                    "hold-out of its training folds. Test accuracy is pooled over the 10 test folds.",
+            "generators": {"fold 1 of 10 (minutes: mean of the 10)": {"run": str(root / "generators" / "fold_1"),
+                                            "seconds": sum(secs) / len(secs) if secs else float("nan"),
+                                            "quality": quality(root / "generators" / "fold_1", str(CKPLUS))}}}
+
+
+def _val(arm: dict) -> str:
+    return f"{arm['val_accuracy']:.4f}" if "val_accuracy" in arm else "- (CV)"
 
 
 def markdown(result: dict) -> str:
@@ -225,6 +235,8 @@ def markdown(result: dict) -> str:
           f"real set's size; N per class = {a['n']}; threads {a['threads']}.", ""]
     for r in result["regimes"]:
         md += [f"## {r['regime']}", ""]
+        if "note" in r:
+            md += [r["note"], ""]
         if "n_real" in r:
             md += [f"{r['n_real']} real training faces; baseline augmentation chosen on val: **{r['baseline_aug']}** (the "
                    "paired tests compare each synthetic arm with it, on the same test images).", ""]
@@ -232,7 +244,7 @@ def markdown(result: dict) -> str:
         for k, arm in r["arms"].items():
             v = arm.get("vs_baseline")
             acc = arm.get("test_accuracy", arm.get("test_accuracy_pooled"))
-            md.append(f"| {k}{' (baseline)' if arm.get('chosen') else ''} | {arm.get('val_accuracy', float('nan')):.4f} | {acc:.4f} | " +
+            md.append(f"| {k}{' (baseline)' if arm.get('chosen') else ''} | {_val(arm)} | {acc:.4f} | " +
                       (f"{v['diff'] * 100:+.1f} [{v['ci95'][0] * 100:+.1f}, {v['ci95'][1] * 100:+.1f}] | {v['p_mcnemar']:.3f} |"
                        if v else "- | - |"))
         md += ["", "| generator | train minutes | Frechet distance (real vs real) | class fidelity (real) | diversity gen/real | near copies |",

@@ -258,7 +258,7 @@ def run_cv(cfg: TrainConfig, folds: int | str | None = None, group_by: str | Non
 
     result = CVResult(str(out), k, scheme, group_by or "none", stratify, cfg.seed, list(labels), len(samples),
                       len({s.subject for s in samples if s.subject}), cfg.backbone, _data_name(cfg), [], config=cfg.to_dict())
-    print(f"cv: {len(samples)} images, {result.subjects} subjects, {k} folds ({scheme}) -> {out / FOLDS_FILE}", flush=True)
+    print(f"cv: {len(samples)} images, " + (f"{result.subjects} subjects, " if result.subjects else "") + f"{k} folds ({scheme}) -> {out / FOLDS_FILE}", flush=True)
     reported: set[str] = set()  # skipped images named so far: each bad file once, not once per fold
     for fold in range(1, k + 1):
         done = load_done_fold(out, fold) if cfg.resume else None
@@ -293,5 +293,5 @@ def _fold_line(r: FoldResult, k: int, skipped: bool = False) -> str:
     m = r.metrics
     scores = (f"acc {m['accuracy']:.4f} bal-acc {m['balanced_accuracy']:.4f} macro-F1 {m['macro_f1']:.4f}  " if "accuracy" in m else "")
     scores += "".join(f"{k.removesuffix('_ccc')} CCC {v:.4f}  " for k, v in m.items() if k.endswith("_ccc"))
-    return (f"{head} {'done earlier' if skipped else 'ok'}  train {r.n_train} test {r.n_test} ({r.test_subjects} subjects)  "
+    return (f"{head} {'done earlier' if skipped else 'ok'}  train {r.n_train} test {r.n_test}" + (f" ({r.test_subjects} subjects)" if r.test_subjects else "") + "  "
             f"{scores}best epoch {r.best_epoch}  {r.seconds:.1f}s")
