@@ -10,42 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from emotune.data.synthetic import make_synthetic_scenes
 from emotune.errors import ConfigError
 from emotune.models import create_model, load_checkpoint
 from emotune.models.heads import HEADS
 from emotune.train import make_config, train
-from emotune.train.head_fit import fit_classes, fit_target, final_linear
+from emotune.train.head_fit import final_linear, fit_classes, fit_target
 
 BASE = {"backbone": "resnet10t", "img_size": 32, "batch_size": 16, "workers": 0, "progress": False, "val_fraction": 0.25,
         "threads": 1, "input_kind": "scene"}
 
 
-def _scenes(root: Path, n: int = 64, seed: int = 0) -> Path:
-    """Brightness = valence (on 1-7), a bright right band = negative; a manifest with groups of two."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(n):
-        val = rng.uniform(-1, 1)
-        label = "positive" if i % 2 else "negative"
-        img = np.full((40, 40, 3), int(127 + 110 * val), np.uint8)
-        if label == "negative":
-            img[:, -14:] = 255
-        img = np.clip(img.astype(int) + rng.integers(-8, 8, img.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(root / f"img{i:03d}.png")
-        rows.append({"path": f"img{i:03d}.png", "label": label, "valence_mean": round(4 + 3 * val, 4), "group": f"g{i // 2}"})
-    with open(root / "manifest.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return root / "manifest.csv"
-
-
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> Path:
-    return _scenes(tmp_path_factory.mktemp("fit_scenes"))
+    return make_synthetic_scenes(tmp_path_factory.mktemp("fit_scenes"), n=64)
 
 
 def test_fitted_classes_reproduce_logistic_regression():

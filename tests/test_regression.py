@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from emotune.data.sources import load_manifest
 from emotune.data.targets import from_unit, parse_scale, parse_targets, to_unit
@@ -74,26 +73,9 @@ def test_regression_metrics_with_bootstrap_intervals():
 
 # ============================================================== data with targets
 def _scene_images(root: Path, n: int = 48, seed: int = 0, scale=(1, 7)) -> Path:
-    """Images whose brightness is valence and whose stripe (left/right) is the class; a manifest on `scale`."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(n):
-        val = rng.uniform(-1, 1)
-        label = "positive" if i % 2 else "negative"
-        img = np.full((40, 56, 3), int(127 + 110 * val), np.uint8)
-        img[:, :12 if label == "positive" else 0] = 0
-        if label == "negative":
-            img[:, -12:] = 255
-        img = np.clip(img.astype(int) + rng.integers(-8, 8, img.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(root / f"img{i:03d}.png")
-        rows.append({"path": f"img{i:03d}.png", "label": label, "valence_mean": round(from_unit(val, scale), 4),
-                     "arousal_mean": round(from_unit(-val * 0.5, scale), 4), "group": f"g{i // 2}"})
-    with open(root / "manifest.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return root / "manifest.csv"
+    from emotune.data.synthetic import make_synthetic_scenes
+
+    return make_synthetic_scenes(root, n, seed, scale)
 
 
 @pytest.fixture(scope="module")

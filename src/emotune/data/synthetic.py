@@ -1,4 +1,5 @@
-"""Cartoon faces whose mouth shape sets the label: a tiny, license-free dataset for demos and tests."""
+"""Cartoon faces whose mouth shape sets the label, and flat "scenes" whose brightness sets valence: tiny, license-free
+datasets for demos and tests."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,3 +46,32 @@ def make_synthetic_dataset(root: str | Path, per_class: int = 20, labels=("happy
             prefix = f"S{(i % subjects) + 1:03d}_" if subjects else ""
             draw_face(label, size, rng).save(root / label / f"{prefix}{label}_{i:04d}.png")
     return root
+
+
+def make_synthetic_scenes(root: str | Path, n: int = 48, seed: int = 0, scale: tuple[float, float] = (1, 7)) -> Path:
+    """Photos whose brightness is valence and whose stripe (left: positive, right: negative) is the sentiment class;
+    returns a manifest (path, label, valence_mean, arousal_mean = -valence / 2, group of two) on the rating `scale`."""
+    import csv
+
+    from .targets import from_unit
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        val = rng.uniform(-1, 1)
+        label = "positive" if i % 2 else "negative"
+        img = np.full((40, 56, 3), int(127 + 110 * val), np.uint8)
+        img[:, :12 if label == "positive" else 0] = 0
+        if label == "negative":
+            img[:, -12:] = 255
+        img = np.clip(img.astype(int) + rng.integers(-8, 8, img.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(root / f"img{i:03d}.png")
+        rows.append({"path": f"img{i:03d}.png", "label": label, "valence_mean": round(from_unit(val, scale), 4),
+                     "arousal_mean": round(from_unit(-val * 0.5, scale), 4), "group": f"g{i // 2}"})
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root / "manifest.csv"

@@ -163,7 +163,7 @@ def fit_head(model: nn.Module, train_ds, k: int, targets: tuple[str, ...], devic
     b = layer.bias.detach().cpu().double().numpy().copy()
     if W.shape[0] != k + len(targets):
         raise ConfigError(f"--head-init fit: the head has {W.shape[0]} outputs, the data {k} classes + {len(targets)} targets")
-    info = HeadFit(n_rows=int(len(X)), n_features=int(X.shape[1]))
+    info = HeadFit(n_rows=len(X), n_features=int(X.shape[1]))
     if k:
         cls = Y[:, 0].astype(int) if targets else (Y.argmax(1) if Y.ndim == 2 else Y.astype(int))
         ok = cls != IGNORE_INDEX
