@@ -108,21 +108,24 @@ def main() -> None:
             result["scores"][f"{d} {b}:{h}"] = scores[(b, h)]
             rows.append([f"{b}:{h}", *[ms(scores[(b, h)][m]) for m in metrics]])
         md += [f"## {d}", "", render_table(["backbone:head", *metrics], rows), ""]
+        base = arms[0][0]  # backbones are compared with the first arm's backbone, head by head
+        pairs = [((b, "linear"), (b, h), f"{b}: {h} - linear") for b, h in arms if h != "linear"]
+        pairs += [((base, h), (b, h), f"{h}: {b} - {base}") for b, h in arms if b != base]
         prow = []
-        for b, h in arms:
-            if h == "linear" or (b, h) not in scores or (b, "linear") not in scores:
+        for ka, kb, what in pairs:
+            if ka not in scores or kb not in scores:
                 continue
             for m in metrics[:2]:
-                pa, pb = scores[(b, "linear")][m], scores[(b, h)][m]
+                pa, pb = scores[ka][m], scores[kb][m]
                 pr = paired(pa, pb)
                 pr["p_ttest"] = t_test(pa, pb)
-                result["paired"][f"{d} {b} {h}-linear {m}"] = pr
-                prow.append([b, f"{h} - linear", m, f"{pr['mean_diff']:+.4f}", f"{pr['wins']}/{pr['ties']}/{pr['losses']}",
+                result["paired"][f"{d} {what} {m}"] = pr
+                prow.append([what, m, f"{pr['mean_diff']:+.4f}", f"{pr['wins']}/{pr['ties']}/{pr['losses']}",
                              f"{pr['p_ttest']:.3f}" if pr["p_ttest"] is not None else "-",
                              f"{pr['p_wilcoxon']:.3f}" if pr["p_wilcoxon"] is not None else "-"])
         if prow:
             md += ["Paired, fold by fold:", "",
-                   render_table(["backbone", "difference", "metric", "mean", "folds better/tied/worse", "paired t p", "Wilcoxon p"], prow), ""]
+                   render_table(["difference", "metric", "mean", "folds better/tied/worse", "paired t p", "Wilcoxon p"], prow), ""]
     print(write_report(a.name, result, "\n".join(md)))
 
 
