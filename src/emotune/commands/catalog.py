@@ -13,10 +13,10 @@ def run_models(args: argparse.Namespace) -> int:
     from ..models.bundled import bundled_models, bundled_path
     from ..tables import render_table
 
-    rows = [[n, c.timm_name, c.hub_name or "-", c.input_size, c.license]
+    rows = [[n, c.timm_name, c.hub_name or (f"package:{c.weights_package}" if c.weights_package else "-"), c.input_size, c.license]
             for n, c in ((n, get_model_config(n)) for n in list_models())]
     print("Backbones (emotune train --backbone NAME):")
-    print(render_table(["name", "timm model", "hub weights", "size", "licence"], rows, fmt="text"))
+    print(render_table(["name", "timm model", "ImageNet weights", "size", "licence"], rows, fmt="text"))
     bundled = []
     for name in bundled_models():
         card = read_card(bundled_path(name))[0]

