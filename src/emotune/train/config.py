@@ -290,11 +290,9 @@ def check_model_choice(backbone: str, pretrained: str | None) -> None:
     if is_emotune_checkpoint(p):
         return
     if is_local_file(p):
-        from ..models.registry import PACKAGE_PREFIX, package_weight_file
+        from ..models.registry import local_weight_path
 
-        if p.startswith(PACKAGE_PREFIX):
-            package_weight_file(p)  # installed, with one weight file
-        elif not Path(p).is_file():
+        if not local_weight_path(p).is_file():  # a package: spec that is not installed fails here, naming it
             raise ConfigError(f"pretrained {p}: no such weight file")
         return
     full = p if "." in p else f"{mcfg.timm_name}.{p}"

@@ -558,7 +558,8 @@ def train(cfg: TrainConfig, report_skipped: bool = True) -> TrainResult:
         if show:
             tqdm.write(f"head fitted in closed form on {fit.n_rows} feature rows: {fit.describe()}")
     sgd = cfg.epochs > 0  # epochs 0 (with --head-init fit): the fitted head is validated and saved as it is
-    for epoch in range(start_epoch, max(cfg.epochs, 1)):
+    n_epochs = max(cfg.epochs, 1)
+    for epoch in range(start_epoch, n_epochs):
         trainable = set_trainable(model, cfg, epoch)
         apply_train_mode(model, cfg)
         net = model
@@ -573,7 +574,7 @@ def train(cfg: TrainConfig, report_skipped: bool = True) -> TrainResult:
         train_loader.generator.manual_seed(epoch_seed(cfg.seed, epoch))  # shuffling and worker seeds of this epoch
         t0, loss_sum, correct, seen, labelled = time.perf_counter(), 0.0, 0, 0, 0
         lr_start = lr_end = None
-        bar = progress(train_loader if sgd else [], show and sgd, desc=f"epoch {epoch + 1}/{max(cfg.epochs, 1)}", unit="batch")
+        bar = progress(train_loader if sgd else [], show and sgd, desc=f"epoch {epoch + 1}/{n_epochs}", unit="batch")
         for step, (x, y) in enumerate(bar):
             scheduler.step_update(epoch * steps_per_epoch + step)  # this update's lr, from the update count alone
             lr_end = optimizer.param_groups[-1]["lr"]
@@ -653,7 +654,7 @@ def train(cfg: TrainConfig, report_skipped: bool = True) -> TrainResult:
             plot_confusion(m, run / "val_confusion.png", title=f"val, epoch {epoch + 1}")
         barrier(dist)
         if cfg.progress:
-            tqdm.write(f"epoch {epoch + 1}/{max(cfg.epochs, 1)}  {task.describe(row)}  "
+            tqdm.write(f"epoch {epoch + 1}/{n_epochs}  {task.describe(row)}  "
                        f"{row['images_per_second']:.0f} img/s" + ("  *best" if improved else ""))
         if cfg.patience and bad_epochs >= cfg.patience:
             stopped_early = True

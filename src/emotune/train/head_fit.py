@@ -130,8 +130,8 @@ def fit_target(X: np.ndarray, t: np.ndarray, groups: np.ndarray, weight: np.ndar
     Z = scaler.transform(X)
     fit_kw = {"sample_weight": weight} if weight is not None else {}
     cv = _inner_cv(groups, 5)
-    alpha = float(RidgeCV(alphas=ALPHAS, cv=list(cv.split(Z, t, groups))).fit(Z, t, **fit_kw).alpha_)
-    ridge = Ridge(alpha=alpha).fit(Z, t, **fit_kw)
+    ridge = RidgeCV(alphas=ALPHAS, cv=list(cv.split(Z, t, groups))).fit(Z, t, **fit_kw)  # refitted on all rows
+    alpha = float(ridge.alpha_)
     w, b = ridge.coef_.copy(), float(ridge.intercept_)
     s = 1.0
     if stretch:
