@@ -58,3 +58,79 @@ def test_dynamic_int8_without_calibration_loads(faces, capsys):
     assert "dynamic" in capsys.readouterr().out
     p = Recognizer(out, detector="none", threads=1).classify(crops[:8])
     assert p.shape == (8, 7) and np.isfinite(p).all()
+
+
+@pytest.mark.parametrize("method", ["percentile", "minmax", "entropy"])
+def test_calibration_methods_are_recorded_and_bound_to_the_source_weights(faces, method):
+    root, calib, crops = faces
+    out = root / f"{method}.onnx"
+    assert main(["export", "-o", str(out), "--quantize", "int8", "--calibration", str(calib), "--calibration-samples", "20",
+                 "--calibration-method", method, "--check-samples", "2"]) == 0
+    q = json.loads(out.with_suffix(".json").read_text())["training"]["quantization"]
+    from emotune.models.bundled import bundled_path
+
+    assert q["calibration_method"].startswith(method)
+    assert q["source_sha256"] == json.loads(bundled_path("default").read_text())["sha256"]
+    assert Recognizer(out, detector="none", threads=1).classify(crops[:4]).shape == (4, 7)
+
+
+def test_export_choices_match_the_methods():
+    from emotune.commands.export import CALIBRATION_CHOICES
+    from emotune.inference.export import CALIBRATION_METHODS
+
+    assert tuple(CALIBRATION_CHOICES) == CALIBRATION_METHODS
+
+
+@pytest.fixture()
+def run_with_companion(faces, tmp_path):
+    """A copy of the bundled fer2013 model as a run folder, with an int8 companion beside its card."""
+    import shutil
+
+    from emotune.models.bundled import bundled_path
+
+    _, calib, _ = faces
+    card = bundled_path("fer2013")
+    shutil.copy(card, tmp_path / "best.json")
+    shutil.copy(card.with_suffix(".safetensors"), tmp_path / "fer2013.safetensors")
+    q = tmp_path / "best.int8.onnx"
+    assert main(["export", "--model", str(tmp_path), "-o", str(q), "--quantize", "int8", "--calibration", str(calib),
+                 "--calibration-samples", "20", "--check-samples", "2"]) == 0
+    return tmp_path, q
+
+
+def test_auto_precision_runs_the_int8_companion_on_cpu_only(run_with_companion, faces):
+    run, q = run_with_companion
+    crops = faces[2][:6]
+    auto = Recognizer(run, detector="none", device="cpu", threads=1)
+    assert auto.precision == "int8" and auto.card.weights_file == q.name
+    assert Recognizer(run, detector="none", device="cpu", threads=1, precision="int8").precision == "int8"
+    fp32 = Recognizer(run, detector="none", device="cpu", threads=1, precision="fp32")
+    assert fp32.precision == "fp32" and fp32.backend.name == "onnx"
+    torch_rec = Recognizer(run, detector="none", device="cpu", backend="torch")
+    assert torch_rec.precision == "fp32" and torch_rec.backend.name == "torch"
+    assert np.abs(auto.classify(crops) - fp32.classify(crops)).max() < 0.2
+
+
+def test_a_stale_or_missing_companion_is_never_used(run_with_companion):
+    from emotune.errors import ConfigError
+    from emotune.models.bundled import int8_companion
+
+    run, q = run_with_companion
+    assert int8_companion(run / "best.json") == q
+    card = json.loads(q.with_suffix(".json").read_text())
+    card["training"]["quantization"]["source_sha256"] = "0" * 64  # made from other weights
+    q.with_suffix(".json").write_text(json.dumps(card))
+    assert int8_companion(run / "best.json") is None
+    assert Recognizer(run, detector="none", device="cpu", threads=1).precision == "fp32"
+    with pytest.raises(ConfigError, match=r"--precision int8 with .*no int8 companion"):
+        Recognizer(run, detector="none", device="cpu", threads=1, precision="int8")
+    q.unlink()
+    assert int8_companion(run / "best.json") is None
+
+
+def test_int8_refuses_the_torch_backend(run_with_companion):
+    from emotune.errors import ConfigError
+
+    run, _ = run_with_companion
+    with pytest.raises(ConfigError, match="int8 runs with onnxruntime on CPU"):
+        Recognizer(run, detector="none", device="cpu", backend="torch", precision="int8")

@@ -29,6 +29,8 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--with-scene", action="store_true", help="--scene-model with the bundled scene model")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"], help="auto: onnxruntime on CPU, PyTorch on GPU")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"],
+                   help="auto: the model's int8 companion on CPU where it ships one (the bundled default does), fp32: never, int8: insist")
     p.add_argument("--batch-size", type=int, default=32, help="faces classified together (default: 32)")
     p.add_argument("--every", type=int, default=1, help="videos: process every Nth frame (default: 1)")
     p.add_argument("--fps", type=float, help="videos: process about this many frames per second (overrides --every)")
@@ -195,7 +197,8 @@ def run_predict(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to process: no image or video found in " + ", ".join(map(str, args.paths)))
     rec = Recognizer(args.model, args.detector, args.detector_model, args.device, args.backend, args.batch_size, args.margin,
                      not args.no_align, args.scene, args.det_max_side, args.min_score, tta=args.tta,
-                     video_det_max_side=args.video_det_max_side, max_pixels=args.max_pixels, scene_model=scene_model)
+                     video_det_max_side=args.video_det_max_side, max_pixels=args.max_pixels, scene_model=scene_model,
+                     precision=args.precision)
     if rec.scene_reader is not None and sources:
         print("emotune: the scene model reads images; videos and webcams get face rows only", file=sys.stderr)
     ann = Path(args.annotate) if args.annotate else None

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+CALIBRATION_CHOICES = ["percentile", "minmax", "entropy"]  # inference.export.CALIBRATION_METHODS (not imported: torch)
+
 
 def add_export_arguments(x: argparse.ArgumentParser) -> None:
     x.add_argument("--model", default=None, help="run folder, model card .json or .safetensors (default: the bundled model)")
@@ -14,16 +16,18 @@ def add_export_arguments(x: argparse.ArgumentParser) -> None:
     x.add_argument("--calibration", help="--quantize int8: face crops (any dataset format, e.g. `faces crop` output) whose "
                                          "activation ranges calibrate static quantisation")
     x.add_argument("--calibration-samples", type=int, default=200, help="crops drawn from --calibration (default: 200)")
+    x.add_argument("--calibration-method", default="percentile", choices=CALIBRATION_CHOICES,
+                   help="how activation ranges are set from the crops (default: percentile 99.99, which clips rare extremes)")
 
 
 def run_export(args: argparse.Namespace) -> int:
     from ..inference.export import export_and_check
 
     path, diff = export_and_check(args.model, args.output, args.check_samples, args.quantize, args.calibration,
-                                  args.calibration_samples)
+                                  args.calibration_samples, args.calibration_method)
     if args.quantize != "none":
         print(f"wrote {path} and {path.with_suffix('.json')} ({args.quantize}, "
-              + (f"static, {args.calibration_samples} calibration crops" if args.calibration else "dynamic") + "); "
+              + (f"static, {args.calibration_samples} calibration crops, {args.calibration_method}" if args.calibration else "dynamic") + "); "
               f"argmax differs from PyTorch on {diff:.0%} of {args.check_samples} random inputs (check real crops with "
               "`emotune evaluate --model` on the .onnx)")
         return 0

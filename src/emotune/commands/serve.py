@@ -20,6 +20,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector-model", help="model file for detectors that take one")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"], help="auto: onnxruntime on CPU")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"],
+                   help="auto: the model's int8 companion on CPU where it ships one (the bundled default does), fp32: never, int8: insist")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, each with its own model (default: 1)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads per worker (default 0: every core)")
     p.add_argument("--detect-threads", type=int, default=0, help="images decoded and detected at once (default: the CPUs)")
@@ -52,7 +54,7 @@ def config_from_args(args: argparse.Namespace):
     if args.with_scene and args.scene_model:
         raise ConfigError(f"--with-scene and --scene-model {args.scene_model}: choose one")
     return ServeConfig(model=args.model, scene_model="default" if args.with_scene else args.scene_model, detector=args.detector, detector_model=args.detector_model, device=args.device,
-                       backend=args.backend, det_max_side=args.det_max_side, min_score=args.min_score,
+                       backend=args.backend, precision=args.precision, det_max_side=args.det_max_side, min_score=args.min_score,
                        threads=args.threads, detect_threads=args.detect_threads, batching=not args.no_batching,
                        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_upload_mb=args.max_upload_mb,
                        max_pixels=args.max_pixels, max_images=args.max_images, timeout_s=args.timeout)

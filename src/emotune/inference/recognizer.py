@@ -32,8 +32,8 @@ from ..errors import BadInputError, CheckpointError, ConfigError, EmotuneError
 from ..faces import DEFAULT_DETECTOR, Face, create_detector, crop_face
 from ..io import sha256_file
 from ..models import load_checkpoint, read_card
-from ..models.bundled import DEFAULT, SCENE, bundled_path, resolve_model
-from ..models.card import require_image_model
+from ..models.bundled import DEFAULT, SCENE, bundled_path, int8_companion, resolve_model
+from ..models.card import require_image_model, resolve_card_path
 from ..progress import progress
 from .smoothing import resolve_smooth
 from .video import VIDEO_EXTENSIONS, frame_step, iter_timed_frames, open_video
@@ -106,13 +106,32 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def load_backend(model: str | Path | None, device: str = "cpu", backend: str = "auto", threads: int = 0):
-    """(ModelCard, backend) for a model spec: None/'default' (bundled), a run folder, a card, .safetensors or .onnx."""
+PRECISIONS = ("auto", "fp32", "int8")
+
+
+def load_backend(model: str | Path | None, device: str = "cpu", backend: str = "auto", threads: int = 0,
+                 precision: str = "auto"):
+    """(ModelCard, backend) for a model spec: None/'default' (bundled), a run folder, a card, .safetensors or .onnx.
+
+    `precision`: "auto" runs a model's int8 companion (models/bundled.py `int8_companion`, shipped with the bundled
+    default) on CPU when there is one, because it keeps accuracy (docs/faces.md) at a fraction of the time; "fp32"
+    never does; "int8" insists on it."""
     from .backend import OnnxBackend, TorchBackend, cached_onnx
 
     if backend not in ("auto", "torch", "onnx"):
         raise ConfigError(f"unknown backend {backend!r}: choose auto, torch or onnx")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}")
     path = resolve_model(model)
+    if precision != "fp32" and path.suffix != ".onnx":
+        companion = int8_companion(resolve_card_path(path))
+        if companion is not None and backend != "torch" and device == "cpu":
+            return load_backend(companion, device, "onnx", threads)
+        if precision == "int8":
+            why = ("it has no int8 companion made from these weights (make one: emotune export --quantize int8 "
+                   "--calibration CROPS -o NAME.int8.onnx beside its card)" if companion is None
+                   else "int8 runs with onnxruntime on CPU (use --device cpu and the auto or onnx backend)")
+            raise ConfigError(f"--precision int8 with {path}: {why}")
     if path.suffix == ".onnx":
         if backend == "torch":
             raise ConfigError(f"{path}: an ONNX model runs with the onnx backend only")
@@ -188,7 +207,8 @@ class Recognizer:
     def __init__(self, model: str | Path | None = None, detector: str = DEFAULT_DETECTOR, detector_model: str | Path | None = None,
                  device: str = "auto", backend: str = "auto", batch_size: int = 32, margin: float = 1.0, align: bool = True,
                  scene: bool = False, det_max_side: int = 640, min_score: float = 0.6, threads: int = 0, tta: bool = False,
-                 video_det_max_side: int = 320, max_pixels: int | None = None, scene_model: str | Path | None = None):
+                 video_det_max_side: int = 320, max_pixels: int | None = None, scene_model: str | Path | None = None,
+                 precision: str = "auto"):
         if batch_size < 1:
             raise ConfigError("batch_size must be at least 1")
         if not 0.5 <= margin <= 3.0:
@@ -199,7 +219,7 @@ class Recognizer:
                 raise CheckpointError(f"--scene: the default model is a face model, and {NO_SCENE_MODEL}: pass --model "
                                       "SCENE_RUN (a model trained with --input-kind scene)")
             model = default_scene_model_path()
-        self.card, self.backend = load_backend(model, self.device, backend, threads)
+        self.card, self.backend = load_backend(model, self.device, backend, threads, precision)
         self.labels: list[str] = list(self.card.labels)  # the classes
         self.targets: list[str] = list(self.card.target_names)  # continuous outputs after them (valence, arousal)
         self.columns: list[str] = self.labels + self.targets  # a row's output columns
@@ -230,6 +250,11 @@ class Recognizer:
         self.video_det_max_side = video_det_max_side
         self.tta = tta  # average with the mirrored face: steadier probabilities for twice the classifier time
         self.max_pixels = max_pixels  # image files above this are refused as possible bombs (None: read_image's, 0: none)
+
+    @property
+    def precision(self) -> str:
+        """"int8" when the face model that runs is a quantised export, else "fp32"."""
+        return "int8" if (self.card.training or {}).get("quantization") else "fp32"
 
     # ---- preprocessing and classification ---------------------------------------------------------------------
     def crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:

@@ -41,6 +41,22 @@ def _has_weights(card: Path) -> bool:
     return w is not None and w.is_file()
 
 
+INT8_STEM = ".int8"  # NAME.json's int8 companion: NAME.int8.onnx + NAME.int8.json
+
+
+def int8_companion(card: Path) -> Path | None:
+    """The int8 ONNX file made from exactly the weights `card` describes, shipped beside it (`emotune export --quantize
+    int8 -o NAME.int8.onnx`); None when there is none, or when it was made from other weights (a re-bundled model whose
+    int8 file was not remade), so a stale int8 file is never used in place of the model the card names."""
+    onnx_path = card.with_name(card.stem + INT8_STEM + ".onnx")
+    try:
+        quant = json.loads(onnx_path.with_suffix(".json").read_text())["training"]["quantization"]
+        source = json.loads(card.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return onnx_path if onnx_path.is_file() and source and quant.get("source_sha256") == source else None
+
+
 def bundled_models() -> list[str]:
     """Names of the bundled models this build has: every card in the weights folder whose weights are there, `default`
     first."""

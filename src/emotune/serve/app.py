@@ -42,6 +42,7 @@ class ServeConfig:
     detector_model: str | None = None
     device: str = "auto"
     backend: str = "auto"
+    precision: str = "auto"  # auto: the int8 companion on CPU where the model ships one
     det_max_side: int = 640
     min_score: float = 0.6
     margin: float = 1.0
@@ -126,7 +127,7 @@ class Engine:
         self.rec = Recognizer(config.model, config.detector, config.detector_model, config.device, config.backend,
                               batch_size=config.max_batch, margin=config.margin, det_max_side=config.det_max_side,
                               min_score=config.min_score, threads=config.threads, max_pixels=config.max_pixels,
-                              scene_model=config.scene_model)
+                              scene_model=config.scene_model, precision=config.precision)
         self.labels = self.rec.labels
         # whole-image emotion: a scene model beside the face model, or the model itself when it is a scene model
         self.has_scene = self.rec.scene or self.rec.scene_reader is not None
@@ -145,7 +146,7 @@ class Engine:
                          Path(spec).stem if Path(spec).suffix else Path(spec).name)
         self.model_info = {"id": self.model_id, "version": (card.sha256 or "unknown")[:12], "backbone": card.backbone,
                            "labels": self.labels, "input_size": card.input_size, "channels": card.channels,
-                           "backend": self.rec.backend.name, "license": card.license,
+                           "backend": self.rec.backend.name, "precision": self.rec.precision, "license": card.license,
                            "emotune_version": card.emotune_version, "created": card.created,
                            "targets": list(card.target_names), "input_kind": card.input_kind}
         scene_card = self.rec.scene_reader.card if self.rec.scene_reader is not None else card if self.rec.scene else None
