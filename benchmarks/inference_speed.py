@@ -102,7 +102,8 @@ class EmotuneBench:
     def __init__(self, model: str | None, backend: str, threads: int, photo: Path, clip: Path):
         self.threads, self.photo, self.clip = threads, photo, clip
         self.apply()
-        self.rec = Recognizer(model, device="cpu", backend=backend, threads=threads)
+        # fp32 for the onnx/torch columns (the int8 column is its own .onnx): the model's int8 companion is not timed twice
+        self.rec = Recognizer(model, device="cpu", backend=backend, threads=threads, precision="fp32")
         assert self.rec.backend.name == backend, f"asked for {backend}, got {self.rec.backend.name}"
         rgb = self.rec._to_rgb(photo)
         faces = self.rec.detector.detect(rgb)
@@ -310,7 +311,7 @@ def main() -> None:
     ap.add_argument("--fer-python", default=str(ROOT / ".venv-fer/bin/python"),
                     help="python of the fer venv (benchmarks/setup_peer_env.sh); 'none' to skip fer")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 2 threads, 48 frames, few runs")
-    ap.add_argument("--int8", default="auto", help="int8 .onnx (emotune export --quantize int8); 'auto': quantise the model here "
+    ap.add_argument("--int8", default="auto", help="int8 .onnx (emotune export --quantize int8); 'auto': the model's shipped int8 companion, else quantise it here "
                                                    "from --int8-calibration crops; 'none': no int8 column")
     ap.add_argument("--int8-calibration", default=str(SHARED / "data/fer2013/val"),
                     help="crops that calibrate the 'auto' int8 model (default: FER2013 val/)")
@@ -456,7 +457,12 @@ def make_int8(args, tmp: Path) -> tuple[Path | None, dict]:
     if args.int8 != "auto":
         return Path(args.int8), {"status": "given"}
     from emotune.inference.export import export_and_check
+    from emotune.models.bundled import int8_companion, resolve_model
+    from emotune.models.card import resolve_card_path
 
+    shipped = int8_companion(resolve_card_path(resolve_model(args.model)))
+    if shipped is not None:  # what `--precision auto` runs on CPU
+        return shipped, {"status": f"the model's shipped int8 companion ({shipped.name})"}
     calib = Path(args.int8_calibration)
     if not calib.exists():
         return None, {"status": f"not run: no calibration crops at {calib} (give --int8 FILE or --int8-calibration DATA)"}

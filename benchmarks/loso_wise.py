@@ -10,7 +10,8 @@ while keeping most of what fine-tuning gained on new distributions. Every fold m
 treatment) is interpolated at each alpha (`emotune.models.average`, what `emotune average --weights` runs) and scored end
 to end on the same left-out photos. Each alpha writes a `loso.json` that `benchmarks/loso_levers.py` pairs with the
 un-interpolated run. `--ensemble` stores probability ensembles of the two models instead (two forward passes per face):
-the upper bound that distilling the pair into one network could reach.
+the upper bound that distilling the pair into one network could reach. `--partner-runs DIR` pairs each fold model with
+the same fold of another LOSO run (e.g. another recipe) instead of with `--start`.
 """
 from __future__ import annotations
 
@@ -39,19 +40,22 @@ def parse_alphas(text: str) -> list[float]:
     return alphas
 
 
-def mix(start: str, fold_run: Path, out: Path, alpha: float, ensemble: bool) -> Path:
-    """The fold model pulled back towards `start`: the fine-tuned model first, so the card keeps its training record."""
+def mix(partner: str | Path, fold_run: Path, out: Path, alpha: float, ensemble: bool) -> Path:
+    """The fold model (weight `alpha`) combined with `partner` (the start model, or the same fold of another run): the
+    fold model first, so the card keeps its training record."""
     if out.with_suffix(".json").is_file():
         return out.with_suffix(".json")
     combine = ensemble_checkpoints if ensemble else average_checkpoints
-    return combine([str(fold_run), start], out, [alpha, 1 - alpha])
+    return combine([str(fold_run), str(partner)], out, [alpha, 1 - alpha])
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="the LOSO config the runs were trained with")
     ap.add_argument("--runs", required=True, type=Path, help="the folder of the fold runs (loso_faces.py --out)")
-    ap.add_argument("--start", required=True, help="the model every fold started from (its card or run folder)")
+    who = ap.add_mutually_exclusive_group(required=True)
+    who.add_argument("--start", help="the model every fold started from (its card or run folder)")
+    who.add_argument("--partner-runs", type=Path, help="another LOSO run's folder: each fold is combined with its namesake")
     ap.add_argument("--alphas", default="0.25,0.5,0.75", help="weights of the fine-tuned model, comma list in (0, 1)")
     ap.add_argument("--ensemble", action="store_true", help="probability ensembles instead of weight averages")
     ap.add_argument("--only", default="", help="comma list of fold runs (default: every finished fold)")
@@ -65,7 +69,8 @@ def main() -> int:
         by_name = {str(s.get("name")): s for s in cfg.sources}
         tests = {n: test_samples(n, by_name[n], t, labels, cfg.max_test) for n, t in cfg.tests.items()}
         only = {s for s in args.only.split(",") if s}
-        folds = [f for f in plan_folds(cfg) if (args.runs / f.name / "summary.json").is_file() and (not only or f.name in only)]
+        folds = [f for f in plan_folds(cfg) if (args.runs / f.name / "summary.json").is_file() and (not only or f.name in only)
+                 and (args.partner_runs is None or (args.partner_runs / f.name / "summary.json").is_file())]
         if not folds:
             raise BadInputError(args.runs, "holds no finished fold run; run benchmarks/loso_faces.py first")
         args.out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +78,8 @@ def main() -> int:
         for alpha in alphas:
             t0, rows = time.perf_counter(), []
             for fold in folds:
-                model = mix(args.start, args.runs / fold.name, args.out / f"{fold.name}_{kind}{alpha:g}", alpha, args.ensemble)
+                partner = args.start if args.partner_runs is None else args.partner_runs / fold.name
+                model = mix(partner, args.runs / fold.name, args.out / f"{fold.name}_{kind}{alpha:g}", alpha, args.ensemble)
                 for name in fold.tests:
                     res = score_end_to_end(model, tests[name], cfg.tests[name], cfg.detector, args.device, False,
                                            cfg.bootstrap, cfg.seed)
@@ -82,11 +88,11 @@ def main() -> int:
                     print(f"loso_wise: {kind} {alpha:g} {fold.name} on {name}: accuracy {res['accuracy']:.3f}",
                           file=sys.stderr, flush=True)
             result = {"kind": "loso_faces", "labels": list(labels), "detector": cfg.detector, "train": cfg.train,
-                      "baseline": cfg.baseline, "bootstrap": cfg.bootstrap, "mix": {"kind": kind, "alpha": alpha, "start": args.start,
+                      "baseline": cfg.baseline, "bootstrap": cfg.bootstrap, "mix": {"kind": kind, "alpha": alpha, "partner": str(args.start or args.partner_runs),
                                                                                    "runs": str(args.runs)},
                       "rows": rows, "seconds": round(time.perf_counter() - t0, 1), "config": args.config,
                       "environment": environment()}
-            path = args.out / f"{kind}{alpha:g}" / "loso.json"
+            path = args.out / f"{kind}{alpha:g}" / "loso.json"  # one folder per mix
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(path, result)
             print(path)
