@@ -134,3 +134,10 @@ def test_int8_refuses_the_torch_backend(run_with_companion):
     run, _ = run_with_companion
     with pytest.raises(ConfigError, match="int8 runs with onnxruntime on CPU"):
         Recognizer(run, detector="none", device="cpu", backend="torch", precision="int8")
+
+
+def test_int8_card_does_not_claim_the_fp32_scores(run_with_companion):
+    run, q = run_with_companion
+    src = json.loads((run / "best.json").read_text())["metrics"]
+    metrics = json.loads(q.with_suffix(".json").read_text())["metrics"]
+    assert src and "test" not in metrics and metrics["fp32_source"] == src

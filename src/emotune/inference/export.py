@@ -111,6 +111,8 @@ def quantize_int8(fp32: str | Path, output: str | Path, card, calibration: np.nd
     q_card = ModelCard.from_dict(card.to_dict())
     q_card.weights_file, q_card.sha256 = output.name, sha256_file(output)
     q_card.training = {**(q_card.training or {}), "quantization": info}
+    # the fp32 model's scores are not the int8 model's: kept apart, so no figure is read as this file's
+    q_card.metrics = {"fp32_source": card.metrics} if card.metrics else {}
     atomic_write_json(output.with_suffix(".json"), q_card.to_dict())
     return info
 
