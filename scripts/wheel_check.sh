@@ -13,7 +13,7 @@ wheel=$(ls "$work"/dist/emotune-*.whl)
 "$PY" - "$wheel" <<'PYEOF'
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-need = ["emotune/weights/default.safetensors", "emotune/weights/default.json", "emotune/weights/scene.safetensors", "emotune/weights/scene.json", "emotune/weights/fer2013.safetensors", "emotune/weights/fer2013.json", "emotune/weights/multisource.safetensors", "emotune/weights/multisource.json", "emotune/weights/basic8.safetensors", "emotune/weights/basic8.json", "emotune/serve/static/index.html", "emotune/assets/face_detection_yunet.onnx", "emotune/cli.py"]
+need = ["emotune/weights/default.safetensors", "emotune/weights/default.json", "emotune/weights/scene.safetensors", "emotune/weights/scene.json", "emotune/weights/fer2013.safetensors", "emotune/weights/fer2013.json", "emotune/weights/multisource.safetensors", "emotune/weights/multisource.json", "emotune/weights/basic8.safetensors", "emotune/weights/basic8.json", "emotune/weights/default.int8.onnx", "emotune/weights/default.int8.json", "emotune/serve/static/index.html", "emotune/assets/face_detection_yunet.onnx", "emotune/cli.py"]
 missing = [n for n in need if n not in names]
 if missing:
     sys.exit(f"wheel lacks {missing}")

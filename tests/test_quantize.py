@@ -141,3 +141,16 @@ def test_int8_card_does_not_claim_the_fp32_scores(run_with_companion):
     src = json.loads((run / "best.json").read_text())["metrics"]
     metrics = json.loads(q.with_suffix(".json").read_text())["metrics"]
     assert src and "test" not in metrics and metrics["fp32_source"] == src
+
+
+def test_the_bundled_default_ships_a_current_int8_companion():
+    """Re-bundling the default without remaking its int8 file fails here (the stale file would be ignored silently)."""
+    from emotune.models.bundled import bundled_path, int8_companion
+
+    q = int8_companion(bundled_path("default"))
+    assert q is not None, "remake it: emotune export --model default -o src/emotune/weights/default.int8.onnx ..."
+    quant = json.loads(q.with_suffix(".json").read_text())["training"]["quantization"]
+    assert quant["calibration_method"].startswith("percentile") and quant["calibration_crops"] >= 200
+    rec = Recognizer(None, detector="none", device="cpu", threads=1)
+    assert rec.precision == "int8" and rec.card.weights_file == q.name
+    assert Recognizer(None, detector="none", device="cpu", threads=1, precision="fp32").precision == "fp32"

@@ -123,6 +123,8 @@ def test_deepface_compatible_analyze(client):
 def test_models_health_pages_and_openapi(client):
     m = client.get("/v1/models").json()
     assert m["models"][0]["labels"][0] == "angry" and "yunet" in m["detectors"]
+    # on CPU the bundled default runs its shipped int8 companion (docs/faces.md, "int8 models")
+    assert m["models"][0]["precision"] == ("int8" if client.app.state.engine.rec.device == "cpu" else "fp32")
     h = client.get("/health").json()
     assert h["status"] == "ok" and h["batching"]["enabled"] and h["limits"]["max_upload_bytes"] == 20 * 1024 * 1024
     spec = client.get("/openapi.json").json()
