@@ -66,12 +66,25 @@ def test_evaluate_and_classify_give_the_same_probabilities(crop_folder, tmp_path
     root, arrays = crop_folder
     rep, preds = _evaluate(capsys, root, tmp_path / "rep", *(["--tta"] if tta else []))
     assert rep["tta"] is tta and len(preds) == len(arrays)
-    rec = Recognizer(None, detector="none", device="cpu", backend=backend, tta=tta, batch_size=4)
+    rec = Recognizer(None, detector="none", device="cpu", backend=backend, tta=tta, batch_size=4, precision="fp32")
     assert rec.backend.name == backend
     got = rec.classify([arrays[f] for f in preds["file"]])
     np.testing.assert_allclose(got, preds[LABELS].to_numpy(), atol=1e-5)
     assert [LABELS[i] for i in got.argmax(1)] == list(preds["pred"])
 
+
+
+def test_the_int8_default_and_evaluate_of_its_file_agree(crop_folder, tmp_path, capsys):
+    """What CPU predict runs by default (the int8 companion) is scored by `emotune evaluate --model` on that file through
+    the same Preprocess: the published int8 figures are the default's."""
+    from emotune.models.bundled import bundled_path, int8_companion
+
+    root, arrays = crop_folder
+    q = int8_companion(bundled_path("default"))
+    _, preds = _evaluate(capsys, root, tmp_path / "rep", "--model", str(q))
+    rec = Recognizer(None, detector="none", device="cpu", batch_size=4)
+    assert rec.precision == "int8"
+    np.testing.assert_allclose(rec.classify([arrays[f] for f in preds["file"]]), preds[LABELS].to_numpy(), atol=1e-5)
 
 
 @pytest.mark.parametrize("tta", [False, True])
@@ -141,7 +154,7 @@ def test_fer2013_test_accuracy_is_the_same_via_evaluate_and_classify(fer2013_dir
     (before, classify enlarged crops with INTER_AREA: 0.674 vs 0.704 on the whole test split)."""
     rep, preds = _evaluate(capsys, fer2013_dir / "test", tmp_path / "rep", "--max-samples", "210")
     assert rep["n"] == len(preds) >= 200
-    rec = Recognizer(None, detector="none", device="cpu", backend="onnx")
+    rec = Recognizer(None, detector="none", device="cpu", backend="onnx", precision="fp32")
     crops = [np.asarray(Image.open(f).convert("RGB")) for f in preds["file"]]
     probs = rec.classify(crops)
     acc = float(np.mean([LABELS[i] for i in probs.argmax(1)] == preds["label"].to_numpy()))

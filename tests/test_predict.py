@@ -316,6 +316,10 @@ def test_onnx_and_torch_backends_agree_on_real_faces(which, rec, rec_torch, rgb_
     pb = np.array([[f.probs[c] for c in LABELS] for f in b])
     assert np.abs(pa - pb).max() < 1e-4
     assert pa.std(0).max() > 1e-3  # the faces do get different probabilities: the comparison means something
+    # the int8 companion that CPU runs by default: the same faces, the same labels, probabilities close to fp32
+    q = Recognizer(device="cpu", threads=1).predict(img)
+    assert [f.label for f in q] == [f.label for f in a]
+    assert np.abs(np.array([[f.probs[c] for c in labels] for f in q]) - pa).max() < 0.05
     assert [f.label for f in a] == [f.label for f in b]
 
 
@@ -446,7 +450,8 @@ def test_bundled_default_model_onnx_matches_torch(emotune_cache):
     """Parity on the model users get: the shipped network, grey, at its own input size, on real faces."""
     if not default_model_path().is_file():
         pytest.skip(f"this build has no bundled default model ({default_model_path()} absent)")
-    onnx_rec, torch_rec = Recognizer(device="cpu", threads=1), Recognizer(device="cpu", threads=1, backend="torch")
+    onnx_rec = Recognizer(device="cpu", threads=1, precision="fp32")
+    torch_rec = Recognizer(device="cpu", threads=1, backend="torch")
     assert isinstance(onnx_rec.backend, OnnxBackend) and isinstance(torch_rec.backend, TorchBackend)
     img = shared("images/pyfeat/multi_face.jpg")
     a, b = onnx_rec.predict(img), torch_rec.predict(img)
