@@ -28,7 +28,7 @@ def recipe_rows(path: Path, model: str = "recipe") -> dict[str, dict]:
     return {r["left_out"]: r for r in data["rows"] if r["model"] == model}
 
 
-def compare(base: Path, levers: list[tuple[str, Path]], n_boot: int) -> dict:
+def compare(base: Path, levers: list[tuple[str, Path]], n_boot: int, base_config: str = "configs/loso_faces_cpu.yaml") -> dict:
     """First each file's recipe against its own single-source baseline (its `... only` rows, where it has them), then
     every lever against the base recipe."""
     base_rows = recipe_rows(base)
@@ -45,7 +45,8 @@ def compare(base: Path, levers: list[tuple[str, Path]], n_boot: int) -> dict:
         for left_out in sorted(set(base_rows) & set(rows)):
             out.append({"lever": name, "left_out": left_out, "run": str(path),
                         **paired_difference(base_rows[left_out], rows[left_out], n_boot)})
-    return {"kind": "loso_levers", "base": str(base), "levers": {n: str(p) for n, p in levers}, "rows": out}
+    return {"kind": "loso_levers", "base": str(base), "base_config": json.loads(base.read_text()).get("config") or base_config,
+            "levers": {n: str(p) for n, p in levers}, "rows": out}
 
 
 def verdicts(result: dict) -> dict[str, str]:
@@ -59,7 +60,7 @@ def verdicts(result: dict) -> dict[str, str]:
 def markdown(result: dict, command: str, machine: str) -> str:
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
     lines = ["# Recipe levers, leave-one-source-out (issue 14)", "",
-             f"Base: `{result['base']}` (the recipe in `configs/loso_faces_cpu.yaml`). Each lever changes one thing and "
+             f"Base: `{result['base']}` (the recipe in `{result['base_config']}`). Each lever changes one thing and "
              "keeps the budget, seeds and the stratified left-out photos; both sides are scored end to end "
              "(YuNet, alignment, largest face). Difference = lever - base, with a 95% interval from resampling whole "
              "subjects (paired: the same photos on both sides). Rows `X: recipe vs ... only` pair a run's multi-source "
@@ -84,6 +85,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", required=True, type=Path, help="loso.json of the base recipe")
     ap.add_argument("--lever", action="append", default=[], help="NAME=path/to/loso.json (repeatable)")
+    ap.add_argument("--base-config", default="configs/loso_faces_cpu.yaml", help="the base run's config (named in the report)")
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--name", default="loso_levers")
     ap.add_argument("--out-dir", default=None)
@@ -95,7 +97,7 @@ def main() -> int:
             if not sep or not name or not Path(path).is_file():
                 raise BadInputError(spec, "expected NAME=existing/loso.json")
             levers.append((name, Path(path)))
-        result = compare(args.base, levers, args.bootstrap)
+        result = compare(args.base, levers, args.bootstrap, args.base_config)
     except (EmotuneError, OSError, KeyError, json.JSONDecodeError) as exc:
         print(f"loso_levers: error: {exc}", file=sys.stderr)
         return 2

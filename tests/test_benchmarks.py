@@ -130,6 +130,32 @@ def test_loso_levers_pairs_each_lever_and_the_baseline_on_the_same_photos(tmp_pa
     assert loso_levers.verdicts(res) == {"base: recipe vs wild only": "kept", "x": "not kept"}
     assert "| x | tw | 20 | 10 |" in loso_levers.markdown(res, "cmd", "machine")
 
+    assert res["base_config"] == "configs/loso_faces_cpu.yaml"  # named in the report's first line
+    assert "configs/other.yaml" in loso_levers.markdown(loso_levers.compare(base, [], 50, "configs/other.yaml"), "c", "m")
+
+
+def test_loso_wise_alphas_and_the_interpolated_fold_model(tmp_path):
+    """WiSE-FT on a fold: theta = alpha * fold + (1 - alpha) * start, the fold model's card kept; bad alphas are one-line
+    errors."""
+    import loso_wise
+    from safetensors.torch import load_file
+
+    from emotune.errors import BadInputError
+    from emotune.models.bundled import bundled_path
+
+    assert loso_wise.parse_alphas("0.25, 0.5") == [0.25, 0.5]
+    for bad in ("0", "1", "x", ""):
+        with pytest.raises(BadInputError, match="--alphas"):
+            loso_wise.parse_alphas(bad)
+    fold, start = bundled_path("default"), bundled_path("fer2013")
+    out = loso_wise.mix(start, fold, tmp_path / "mixed", 0.25, ensemble=False)
+    card = json.loads(out.read_text())
+    assert [m["weight"] for m in card["training"]["averaged_from"]] == [0.25, 0.75]
+    a, b, m = (load_file(str(p.with_suffix(".safetensors"))) for p in (fold, start, out))
+    key = next(k for k, v in a.items() if v.is_floating_point() and v.numel() > 100)
+    assert (a[key] - b[key]).abs().max() > 0  # the two models differ, so the check below means something
+    assert ((m[key] - (0.25 * a[key] + 0.75 * b[key])).abs().max()) < 1e-5
+    assert loso_wise.mix(start, fold, tmp_path / "mixed", 0.25, ensemble=False) == out  # made once, then reused
 
 def test_paired_predictions_script_compares_two_tables_by_file(tmp_path, capsys):
     import importlib.util
