@@ -487,7 +487,9 @@ def int8_md(p: dict, threads: list[int]) -> list[str]:
         ms = s["int8"]["2"]["batch1_ms"]
         lines += ["", f"Budget (issue 14): <= {q['target_face_ms_2_threads']:g} ms per face at batch 1 on 2 threads: int8 "
                       f"{ms:.2f} ms, {'met' if ms <= q['target_face_ms_2_threads'] else 'NOT met'}. Accuracy of the int8 model: "
-                      "score it with `emotune evaluate --detect --model FILE.onnx` or benchmarks/posed_accuracy.py --model."]
+                      "`emotune evaluate --model FILE.onnx --data ../shared/data/fer2013/val` (the shipped companion's "
+                      "figures: docs/faces.md, \"int8 models\"). On CPU, `precision=\"auto\"` runs a model's shipped int8 "
+                      "companion; the onnx and torch columns above are fp32."]
     return lines
 
 
@@ -540,7 +542,7 @@ def write_md(args, p: dict, threads: list[int], fer_cls: str | None, fer_reason:
     for b in ("onnx", "torch"):
         for n in threads:
             r = t["results"][b][str(n)]
-            lines.append(f"| {b}{' (auto on CPU)' if b == 'onnx' else ''} | {n} | {r['classify_batch1_ms']:.2f} | "
+            lines.append(f"| {b}{' fp32' if b == 'onnx' else ''} | {n} | {r['classify_batch1_ms']:.2f} | "
                          f"{'met' if r['face_ms_met'] else 'NOT met'} | {r['video_fps']:.1f} | {'met' if r['video_fps_met'] else 'NOT met'} |")
     fb = p["faster_backend_on_cpu"]
     lines += ["", "## Backend on CPU", "",
