@@ -145,8 +145,13 @@ def test_emotune_models_lists_every_bundled_model(capsys):
 
     assert cli.main(["models"]) == 0
     out = capsys.readouterr().out
-    listed = {line.split()[0] for line in out.split("Bundled models")[1].splitlines()[2:] if line.strip()}
-    assert listed == set(bundled_models()) and "default" in listed
+    rows = {line.split()[0]: line.split() for line in out.split("Bundled models")[1].splitlines()[2:] if line.strip()}
+    assert set(rows) == set(bundled_models()) and "default" in rows
+    from emotune.models.bundled import bundled_path, int8_companion
+
+    for name, cells in rows.items():  # the "on CPU" column: int8 where the model ships a current int8 companion
+        assert cells[-2] == ("int8" if int8_companion(bundled_path(name)) else "fp32")
+    assert rows["default"][-2] == "int8"
 
 
 def test_bundling_refuses_to_replace_weights_another_card_shares(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ def add_no_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_models(args: argparse.Namespace) -> int:
     from ..models import get_model_config, list_models, read_card
-    from ..models.bundled import bundled_models, bundled_path
+    from ..models.bundled import bundled_models, bundled_path, int8_companion
     from ..tables import render_table
 
     rows = [[n, c.timm_name, c.hub_name or (f"package:{c.weights_package}" if c.weights_package else "-"), c.input_size, c.license]
@@ -21,9 +21,9 @@ def run_models(args: argparse.Namespace) -> int:
     for name in bundled_models():
         card = read_card(bundled_path(name))[0]
         bundled.append([name, card.input_kind, card.backbone, ", ".join(card.labels + list(card.target_names)),
-                        card.input_size, (card.sha256 or "")[:12]])
+                        card.input_size, "int8" if int8_companion(bundled_path(name)) else "fp32", (card.sha256 or "")[:12]])
     print("\nBundled models (emotune predict --model NAME):")
-    print(render_table(["name", "input", "backbone", "outputs", "size", "sha256"], bundled, fmt="text"))
+    print(render_table(["name", "input", "backbone", "outputs", "size", "on CPU", "sha256"], bundled, fmt="text"))
     return 0
 
 
