@@ -154,3 +154,17 @@ def test_the_bundled_default_ships_a_current_int8_companion():
     rec = Recognizer(None, detector="none", device="cpu", threads=1)
     assert rec.precision == "int8" and rec.card.weights_file == q.name
     assert Recognizer(None, detector="none", device="cpu", threads=1, precision="fp32").precision == "fp32"
+
+
+def test_precision_that_contradicts_an_onnx_file_is_an_error(run_with_companion):
+    from emotune.errors import ConfigError
+
+    run, q = run_with_companion
+    assert Recognizer(q, detector="none", threads=1, precision="int8").precision == "int8"
+    with pytest.raises(ConfigError, match=r"--precision fp32 with .*an int8 export"):
+        Recognizer(q, detector="none", threads=1, precision="fp32")
+    fp32 = run / "fp32.onnx"
+    assert main(["export", "--model", str(run), "-o", str(fp32), "--check-samples", "2"]) == 0
+    with pytest.raises(ConfigError, match=r"--precision int8 with .*an fp32 export"):
+        Recognizer(fp32, detector="none", threads=1, precision="int8")
+    assert Recognizer(fp32, detector="none", threads=1).precision == "fp32"

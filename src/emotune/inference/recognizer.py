@@ -138,6 +138,10 @@ def load_backend(model: str | Path | None, device: str = "cpu", backend: str = "
         card, card_path = read_card(path.with_suffix(".json"))
         if card.sha256 and sha256_file(path) != card.sha256:
             raise CheckpointError(f"{path}: sha256 does not match its model card {card_path}")
+        is_int8 = bool((card.training or {}).get("quantization"))
+        if precision != "auto" and (precision == "int8") != is_int8:  # the file is what it is: say so, do not run it
+            raise ConfigError(f"--precision {precision} with {path}: that file is an {'int8' if is_int8 else 'fp32'} "
+                              f"export; drop --precision or pass the {precision} model")
         return card, OnnxBackend(path, threads)
     require_image_model(read_card(path)[0], path, "evaluate")
     if backend == "onnx" or (backend == "auto" and device == "cpu"):
