@@ -16,7 +16,6 @@ the same fold of another LOSO run (e.g. another recipe) instead of with `--start
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from common import environment
 from emotune.errors import BadInputError, EmotuneError
 from emotune.io import atomic_write_json
 from emotune.models.average import average_checkpoints, ensemble_checkpoints
-from emotune.protocols.loso import load_config, plan_folds, score_end_to_end, test_samples
+from emotune.protocols.loso import load_config, load_tests, loso_result, plan_folds, score_fold
 from emotune.taxonomy import resolve_labels
 
 
@@ -66,8 +65,7 @@ def main() -> int:
         cfg = load_config(args.config)
         alphas = parse_alphas(args.alphas)
         labels = resolve_labels(cfg.labels)
-        by_name = {str(s.get("name")): s for s in cfg.sources}
-        tests = {n: test_samples(n, by_name[n], t, labels, cfg.max_test) for n, t in cfg.tests.items()}
+        tests = load_tests(cfg, labels)
         only = {s for s in args.only.split(",") if s}
         folds = [f for f in plan_folds(cfg) if (args.runs / f.name / "summary.json").is_file() and (not only or f.name in only)
                  and (args.partner_runs is None or (args.partner_runs / f.name / "summary.json").is_file())]
@@ -80,17 +78,9 @@ def main() -> int:
             for fold in folds:
                 partner = args.start if args.partner_runs is None else args.partner_runs / fold.name
                 model = mix(partner, args.runs / fold.name, args.out / f"{fold.name}_{kind}{alpha:g}", alpha, args.ensemble)
-                for name in fold.tests:
-                    res = score_end_to_end(model, tests[name], cfg.tests[name], cfg.detector, args.device, False,
-                                           cfg.bootstrap, cfg.seed)
-                    rows.append({"left_out": name, "model": "recipe" if fold.left_out else f"{cfg.baseline} only",
-                                 "run": str(model), "trained_on": [s.get("name") for s in fold.sources], **res})
-                    print(f"loso_wise: {kind} {alpha:g} {fold.name} on {name}: accuracy {res['accuracy']:.3f}",
-                          file=sys.stderr, flush=True)
-            result = {"kind": "loso_faces", "labels": list(labels), "detector": cfg.detector, "train": cfg.train,
-                      "baseline": cfg.baseline, "bootstrap": cfg.bootstrap, "mix": {"kind": kind, "alpha": alpha, "partner": str(args.start or args.partner_runs),
-                                                                                   "runs": str(args.runs)},
-                      "rows": rows, "seconds": round(time.perf_counter() - t0, 1), "config": args.config,
+                rows += score_fold(cfg, fold, model, tests, args.device, run=str(model))
+            result = {**loso_result(cfg, labels, rows, time.perf_counter() - t0), "config": args.config,
+                      "mix": {"kind": kind, "alpha": alpha, "partner": str(args.start or args.partner_runs), "runs": str(args.runs)},
                       "environment": environment()}
             path = args.out / f"{kind}{alpha:g}" / "loso.json"  # one folder per mix
             path.parent.mkdir(parents=True, exist_ok=True)

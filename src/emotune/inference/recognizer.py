@@ -109,6 +109,11 @@ def _resolve_device(device: str) -> str:
 PRECISIONS = ("auto", "fp32", "int8")
 
 
+def card_precision(card) -> str:
+    """"int8" for a quantised export's card (export.quantize_int8 records how), else "fp32"."""
+    return "int8" if (card.training or {}).get("quantization") else "fp32"
+
+
 def load_backend(model: str | Path | None, device: str = "cpu", backend: str = "auto", threads: int = 0,
                  precision: str = "auto"):
     """(ModelCard, backend) for a model spec: None/'default' (bundled), a run folder, a card, .safetensors or .onnx.
@@ -138,9 +143,8 @@ def load_backend(model: str | Path | None, device: str = "cpu", backend: str = "
         card, card_path = read_card(path.with_suffix(".json"))
         if card.sha256 and sha256_file(path) != card.sha256:
             raise CheckpointError(f"{path}: sha256 does not match its model card {card_path}")
-        is_int8 = bool((card.training or {}).get("quantization"))
-        if precision != "auto" and (precision == "int8") != is_int8:  # the file is what it is: say so, do not run it
-            raise ConfigError(f"--precision {precision} with {path}: that file is an {'int8' if is_int8 else 'fp32'} "
+        if precision not in ("auto", card_precision(card)):  # the file is what it is: say so, do not run it
+            raise ConfigError(f"--precision {precision} with {path}: that file is an {card_precision(card)} "
                               f"export; drop --precision or pass the {precision} model")
         return card, OnnxBackend(path, threads)
     require_image_model(read_card(path)[0], path, "evaluate")
@@ -258,7 +262,7 @@ class Recognizer:
     @property
     def precision(self) -> str:
         """"int8" when the face model that runs is a quantised export, else "fp32"."""
-        return "int8" if (self.card.training or {}).get("quantization") else "fp32"
+        return card_precision(self.card)
 
     # ---- preprocessing and classification ---------------------------------------------------------------------
     def crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:

@@ -313,6 +313,35 @@ def train_fold(cfg: LosoConfig, fold: Fold, out: Path, show: bool = True) -> Pat
     return run
 
 
+def load_tests(cfg: LosoConfig, labels: Sequence[str]) -> dict[str, list]:
+    """Every left-out source's photos, loaded before any training: a bad label or a missing subject fails now, not after
+    hours of training."""
+    by_name = {str(s.get("name")): s for s in cfg.sources}
+    return {n: test_samples(n, by_name[n], t, labels, cfg.max_test) for n, t in cfg.tests.items()}
+
+
+def score_fold(cfg: LosoConfig, fold: Fold, model: str | Path, tests: dict[str, list], device: str = "auto",
+               show: bool = False, run: str | None = None) -> list[dict[str, Any]]:
+    """`model` (the fold's, or one derived from it) scored end to end on each source the fold is tested on: the rows
+    of loso.json."""
+    rows = []
+    for name in fold.tests:
+        res = score_end_to_end(model, tests[name], cfg.tests[name], cfg.detector, device, show, cfg.bootstrap, cfg.seed)
+        rows.append({"left_out": name, "model": "recipe" if fold.left_out else f"{cfg.baseline} only", "run": run or fold.name,
+                     "trained_on": [s.get("name") for s in fold.sources],
+                     "train_overrides": cfg.fold_train.get(fold.left_out, {}) if fold.left_out else {}, **res})
+        print(f"loso: {run or fold.name} on {name}: accuracy {res['accuracy']:.3f}, macro-F1 {res['macro_f1']:.3f} "
+              f"({res['n']} photos, {res['no_face']} without a face)", file=sys.stderr, flush=True)
+    return rows
+
+
+def loso_result(cfg: LosoConfig, labels: Sequence[str], rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """The loso.json record: the protocol as configured, and its rows."""
+    return {"kind": KIND, "labels": list(labels), "detector": cfg.detector, "train": cfg.train, "fold_train": cfg.fold_train,
+            "baseline": cfg.baseline, "bootstrap": cfg.bootstrap, "sources": cfg.sources,
+            "tests": {k: dataclasses.asdict(v) for k, v in cfg.tests.items()}, "rows": rows, "seconds": round(seconds, 1)}
+
+
 def run_loso(cfg: LosoConfig, out: str | Path, device: str = "auto", show: bool = True, only: Sequence[str] = ()) -> dict[str, Any]:
     """Every fold: train, then score end to end on the left-out source(s). Returns the result dict (also loso.json)."""
     from ..io import atomic_write_json, atomic_write_text, check_writable_dir
@@ -323,26 +352,15 @@ def run_loso(cfg: LosoConfig, out: str | Path, device: str = "auto", show: bool 
     labels = resolve_labels(cfg.labels) if cfg.labels != "auto" else None
     if labels is None:
         raise ConfigError("loso: give `labels` (e.g. basic7): every fold's model must share one label set")
-    by_name = {str(s.get("name")): s for s in cfg.sources}
-    # load every test set first: a bad label or a missing subject fails now, not after hours of training
-    tests = {n: test_samples(n, by_name[n], t, labels, cfg.max_test) for n, t in cfg.tests.items()}
+    tests = load_tests(cfg, labels)
     folds = [f for f in plan_folds(cfg) if not only or f.name in only or (f.left_out in only)]
     rows = []
     t0 = time.perf_counter()
     for fold in folds:
         print(f"loso: {fold.name}: training on {[s.get('name') for s in fold.sources]}", file=sys.stderr, flush=True)
         run = train_fold(cfg, fold, out, show)
-        for name in fold.tests:
-            res = score_end_to_end(run, tests[name], cfg.tests[name], cfg.detector, device, show, cfg.bootstrap, cfg.seed)
-            rows.append({"left_out": name, "model": "recipe" if fold.left_out else f"{cfg.baseline} only", "run": fold.name,
-                         "trained_on": [s.get("name") for s in fold.sources],
-                         "train_overrides": cfg.fold_train.get(fold.left_out, {}) if fold.left_out else {}, **res})
-            print(f"loso: {fold.name} on {name}: accuracy {res['accuracy']:.3f}, macro-F1 {res['macro_f1']:.3f} "
-                  f"({res['n']} photos, {res['no_face']} without a face)", file=sys.stderr, flush=True)
-    result = {"kind": KIND, "labels": list(labels), "detector": cfg.detector, "train": cfg.train, "fold_train": cfg.fold_train,
-              "baseline": cfg.baseline,
-              "bootstrap": cfg.bootstrap, "sources": cfg.sources, "tests": {k: dataclasses.asdict(v) for k, v in cfg.tests.items()},
-              "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
+        rows += score_fold(cfg, fold, run, tests, device, show)
+    result = loso_result(cfg, labels, rows, time.perf_counter() - t0)
     atomic_write_json(out / "loso.json", result)
     atomic_write_text(out / "loso.md", markdown(result))
     return result
